@@ -1,0 +1,1 @@
+"""Administration: API tokens and roles, the YAML configuration, and the JSON API."""

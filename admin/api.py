@@ -1,0 +1,67 @@
+"""JSON API: agents and their states, queues. Every route needs a bearer token."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, jsonify, request
+from sqlalchemy import func, select
+
+from admin.auth import require_roles
+from db import get_session
+from ivr.webhooks import dispatch_and_connect
+from routing.agents import AgentStateError, find_agent, set_state
+from routing.models import Agent, Queue, QueueEntry
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _agent_json(agent: Agent) -> dict:
+    return {"id": agent.id, "name": agent.name, "state": agent.state,
+            "endpoint_kind": agent.endpoint_kind, "endpoint": agent.endpoint,
+            "state_changed_at": agent.state_changed_at.isoformat(),
+            "skills": sorted(s.skill for s in agent.skills)}
+
+
+@bp.get("/agents")
+@require_roles("admin", "supervisor", "reporting")
+def list_agents():
+    """List agents with state and skills."""
+    agents = get_session().scalars(select(Agent).order_by(Agent.name))
+    return jsonify(agents=[_agent_json(a) for a in agents])
+
+
+@bp.route("/agents/<key>/state", methods=["PUT", "POST"])
+@require_roles("admin", "supervisor", "agent")
+def change_agent_state(key: str):
+    """Set an agent's state: body ``{"state": "available" | "offline" | "wrap_up"}``.
+
+    An agent token may change only its own agent. 400 for a bad body, 404 for an unknown agent,
+    409 when the change is not allowed now (e.g. the agent is on a call). An agent becoming
+    available is offered the longest-waiting call they can take at once.
+    """
+    session = get_session()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("state"), str):
+        return jsonify(error='send a JSON body like {"state": "available"}'), 400
+    agent = find_agent(session, key)
+    if agent is None:
+        return jsonify(error=f"no agent {key!r}"), 404
+    if g.principal.role == "agent" and g.principal.agent_id != agent.id:
+        return jsonify(error="an agent token may change only its own agent"), 403
+    try:
+        set_state(session, agent, body["state"], current_app.config["CLOCK"]())
+    except AgentStateError as exc:
+        session.rollback()
+        return jsonify(error=str(exc)), 409
+    dispatch_and_connect(session)
+    return jsonify(agent=_agent_json(agent))
+
+
+@bp.get("/queues")
+@require_roles("admin", "supervisor", "reporting")
+def list_queues():
+    """List queues with the number of calls waiting or ringing an agent in each."""
+    session = get_session()
+    counts = dict(session.execute(select(QueueEntry.queue_id, func.count())
+                                  .group_by(QueueEntry.queue_id)).all())
+    queues = session.scalars(select(Queue).order_by(Queue.name))
+    return jsonify(queues=[{"id": q.id, "name": q.name, "language": q.language, "topic": q.topic,
+                            "in_queue": counts.get(q.id, 0)} for q in queues])

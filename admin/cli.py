@@ -1,0 +1,145 @@
+"""Command-line jobs: ``flask config load``, ``flask tokens create``, ``flask calls close-stale``,
+``flask prompts render``, ``flask db upgrade|downgrade``; reporting and the simulator add theirs."""
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import click
+import yaml
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from admin.auth import issue_token
+from admin.config_loader import apply_line_config
+from admin.models import ROLES
+from db import get_session
+from ivr.audio import TtsUnavailable, render
+from ivr.calls import close_stale
+from line_config import LineConfigError, current_line_config, parse_line_config
+from routing.agents import find_agent
+
+config_cli = AppGroup("config", help="Line configuration (menus, queues, agents, units, hours).")
+tokens_cli = AppGroup("tokens", help="API bearer tokens.")
+calls_cli = AppGroup("calls", help="Call-log maintenance jobs.")
+prompts_cli = AppGroup("prompts", help="Prompt audio.")
+db_cli = AppGroup("db", help="Database schema (Alembic migrations).")
+
+
+def _now():
+    return current_app.config["CLOCK"]()
+
+
+@config_cli.command("load")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def config_load(path: Path) -> None:
+    """Validate the YAML file at PATH and make it the configuration in force."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise click.ClickException(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        config = parse_line_config(document)
+    except LineConfigError as exc:
+        raise click.ClickException(f"{path}: {exc}") from exc
+    session = get_session()
+    counts = apply_line_config(session, config, document, _now(), source_name=str(path))
+    session.commit()
+    click.echo(f"loaded {path}: {counts['queues']} queues, {counts['agents']} agents, "
+               f"{counts['units']} units")
+
+
+@tokens_cli.command("create")
+@click.option("--role", required=True, type=click.Choice(ROLES))
+@click.option("--agent", "agent_name", default=None, help="Agent name or id (agent tokens).")
+@click.option("--label", default="", help="Who or what the token is for.")
+def tokens_create(role: str, agent_name: str | None, label: str) -> None:
+    """Issue a bearer token and print it once; only its hash is stored."""
+    session = get_session()
+    agent_id = None
+    if agent_name is not None:
+        agent = find_agent(session, agent_name)
+        if agent is None:
+            raise click.ClickException(f"no agent {agent_name!r}")
+        agent_id = agent.id
+    try:
+        token = issue_token(session, role, _now(), agent_id=agent_id, label=label)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    session.commit()
+    click.echo(token)
+
+
+@calls_cli.command("close-stale")
+@click.option("--hours", type=float, default=None,
+              help="Close calls with no event for this long (default STALE_CALL_HOURS).")
+@click.option("--limit", type=int, default=1000, show_default=True)
+def calls_close_stale(hours: float | None, limit: int) -> None:
+    """Close calls whose final status callback never arrived, from their last known event."""
+    hours = current_app.config["STALE_CALL_HOURS"] if hours is None else hours
+    session = get_session()
+    closed = close_stale(session, _now(), timedelta(hours=hours), limit=limit)
+    session.commit()
+    for call in closed:
+        click.echo(f"{call.call_sid}\t{call.outcome}\tended {call.ended_at.isoformat()}")
+    click.echo(f"closed {len(closed)} stale call(s)")
+
+
+@prompts_cli.command("render")
+def prompts_render() -> None:
+    """Render every prompt without a provider voice or an audio URL to WAV in AUDIO_DIR."""
+    config = current_line_config(get_session())
+    if config is None:
+        raise click.ClickException("no configuration loaded: run 'flask config load FILE'")
+    count = 0
+    for key, by_language in config.prompts.items():
+        for language, prompt in by_language.items():
+            if prompt.audio_url or config.language(language).voice or "{" in prompt.text:
+                continue
+            try:
+                render(prompt.text, language, current_app.config["AUDIO_DIR"],
+                       current_app.config["TTS_COMMAND"])
+            except TtsUnavailable as exc:
+                raise click.ClickException(str(exc)) from exc
+            count += 1
+    click.echo(f"rendered {count} prompt(s) into {current_app.config['AUDIO_DIR']}")
+
+
+def _alembic_config():
+    from alembic.config import Config
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = Config(str(root / "alembic.ini"))
+    cfg.set_main_option("script_location", str(root / "migrations"))
+    cfg.attributes["url"] = current_app.config["DATABASE_URL"]
+    return cfg
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Migrate the database at DATABASE_URL up to REVISION (default: head)."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(), revision)
+
+
+@db_cli.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Migrate the database down to REVISION (e.g. base)."""
+    from alembic import command
+
+    command.downgrade(_alembic_config(), revision)
+
+
+def register_cli(app: Flask) -> None:
+    """Attach every command group to ``app``."""
+    from reporting.cli import report_command
+    from simulator.cli import simulate_command
+
+    for group in (config_cli, tokens_cli, calls_cli, prompts_cli, db_cli):
+        app.cli.add_command(group)
+    app.cli.add_command(report_command)
+    app.cli.add_command(simulate_command)

@@ -1,0 +1,96 @@
+"""Settings: documented defaults, overridden by environment variables, then by explicit overrides.
+
+Every setting below can be set as an environment variable of the same name. A setting whose
+default is ``REQUIRED`` must be given; :func:`load_settings` raises :class:`ConfigError` at
+start-up if it is missing, so a misconfigured service never answers a call.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+REQUIRED = object()
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing or a value cannot be parsed."""
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    doc: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DATABASE_URL", "sqlite:///instance/hotline.db", str,
+            "SQLAlchemy URL. SQLite for one machine, postgresql+psycopg://… at scale."),
+    Setting("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000000", str,
+            "Account SID used for outbound REST calls."),
+    Setting("TWILIO_AUTH_TOKEN", REQUIRED, str,
+            "Auth token: checks X-Twilio-Signature on every provider request and signs REST calls."),
+    Setting("TWILIO_API_BASE_URL", "https://api.twilio.com", str,
+            "Base URL of the Twilio-compatible REST API (SignalWire, a local test double, …)."),
+    Setting("PUBLIC_BASE_URL", "", str,
+            "Public https URL the provider calls (e.g. https://hotline.example.ee). When set, "
+            "signatures are checked against it instead of the URL the app sees."),
+    Setting("PROXY_FIX_HOPS", 0, int,
+            "Number of trusted reverse proxies in front of the app (X-Forwarded-Proto/Host/For)."),
+    Setting("MAX_CONTENT_LENGTH", 64 * 1024, int,
+            "Largest accepted request body in bytes; larger bodies get 413."),
+    Setting("TELEPHONY_CLIENT", "twilio", str,
+            "Outbound REST adapter: 'twilio' (real API at TWILIO_API_BASE_URL) or 'fake' (records calls)."),
+    Setting("TIMEZONE", "Europe/Tallinn", str, "The centre's local time zone for hours and reports."),
+    Setting("SERVICE_LEVEL_SECONDS", 20, int, "Service-level threshold T in seconds."),
+    Setting("MAX_MENU_ATTEMPTS", 3, int,
+            "Menu plays per menu before routing to a person (1 play + 2 re-prompts)."),
+    Setting("GATHER_TIMEOUT_SECONDS", 5, int, "Seconds a menu waits for a key."),
+    Setting("AGENT_RING_SECONDS", 20, int, "Seconds an agent's phone rings before the offer is withdrawn."),
+    Setting("HOLD_SECONDS", 20, int, "Seconds of hold music between queue announcements."),
+    Setting("HOLD_MUSIC_URL", "", str, "Audio URL played while waiting; empty means silence."),
+    Setting("STALE_CALL_HOURS", 4, int,
+            "A call with no event for this long and no final status is closed by 'flask calls close-stale'."),
+    Setting("AUDIO_DIR", "instance/audio", str, "Directory for rendered prompt audio files."),
+    Setting("TTS_COMMAND", "espeak-ng", str, "Text-to-speech program used to render prompts."),
+    Setting("HOURS_ALWAYS_OPEN", False, _bool,
+            "Ignore business hours (used when replaying another centre's history)."),
+)
+
+
+def load_settings(environ: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the settings as a dict: defaults, then ``environ`` (default ``os.environ``), then overrides.
+
+    Raises ConfigError naming the setting when a required one is missing or a value does not parse.
+    """
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    result: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in overrides:
+            result[setting.name] = overrides.pop(setting.name)
+            continue
+        raw = environ.get(setting.name)
+        if raw is not None and raw != "":
+            try:
+                result[setting.name] = setting.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{setting.name}: {exc}") from exc
+        elif setting.default is REQUIRED:
+            raise ConfigError(f"{setting.name} is required: set it in the environment")
+        else:
+            result[setting.name] = setting.default
+    result.update(overrides)
+    return result

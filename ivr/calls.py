@@ -1,0 +1,179 @@
+"""Call-log domain functions: upsert by CallSid, status changes, queue entry, sweeping stale calls.
+
+All take the session first and ``now`` (aware UTC); none commits. Callbacks arrive twice,
+late and out of order, so every function is idempotent and an ended call stays ended.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from ivr.models import Call
+from routing import dispatch as acd
+from routing.models import Queue
+
+FINAL_PROVIDER_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+
+def upsert_call(session: Session, call_sid: str, now: datetime, *, from_number: str = "",
+                to_number: str = "", source: str = "live") -> Call:
+    """Return the call with ``call_sid``, creating it (arrived at ``now``) if this is its first event.
+
+    Safe when two requests for a new CallSid race on several workers: the insert does nothing
+    on conflict and the row is read back. Moves ``last_event_at`` forward, never back.
+    """
+    call = session.scalar(select(Call).where(Call.call_sid == call_sid))
+    if call is None:
+        dialect = session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        session.execute(insert(Call).values(
+            call_sid=call_sid, from_number=from_number[:64], to_number=to_number[:64],
+            arrived_at=now, last_event_at=now, status="ivr", priority=0, no_input_count=0,
+            invalid_input_count=0, closed_by_sweep=False, source=source,
+        ).on_conflict_do_nothing(index_elements=["call_sid"]))
+        call = session.scalar(select(Call).where(Call.call_sid == call_sid))
+    else:
+        if from_number and not call.from_number:
+            call.from_number = from_number[:64]
+        if to_number and not call.to_number:
+            call.to_number = to_number[:64]
+    if now > call.last_event_at:
+        call.last_event_at = now
+    return call
+
+
+def find_call(session: Session, call_sid: str) -> Call | None:
+    """Return the call with ``call_sid`` or None."""
+    return session.scalar(select(Call).where(Call.call_sid == call_sid))
+
+
+def leave_ivr(call: Call, now: datetime) -> None:
+    """Stamp the moment the caller left the menus (first time only)."""
+    if call.ivr_exited_at is None:
+        call.ivr_exited_at = now
+
+
+def enter_queue(session: Session, call: Call, queue: Queue, now: datetime) -> None:
+    """Put the call in ``queue``; the wait starts now unless it already started earlier."""
+    if call.status == "ended":
+        return
+    leave_ivr(call, now)
+    call.queue_id = queue.id
+    call.language = call.language or queue.language
+    call.topic = call.topic or queue.topic
+    if call.queue_entered_at is None:
+        call.queue_entered_at = now
+    call.status = "queued"
+    acd.enqueue(session, call_id=call.id, queue=queue, priority=call.priority,
+                entered_at=call.queue_entered_at)
+
+
+def mark_offered(session: Session, call_ids: list[int]) -> list[Call]:
+    """Mark calls that dispatch just offered to an agent as ringing (``connecting``); return them."""
+    calls = list(session.scalars(select(Call).where(Call.id.in_(call_ids)))) if call_ids else []
+    for call in calls:
+        if call.status == "queued":
+            call.status = "connecting"
+    return calls
+
+
+def agent_answered(session: Session, call: Call, now: datetime) -> None:
+    """The offered agent picked up: the wait ends now. Repeated notices change nothing."""
+    if call.status != "connecting":
+        return
+    agent_id = acd.offer_answered(session, call.id)
+    call.agent_id = agent_id
+    call.answered_at = now
+    call.status = "connected"
+
+
+def agent_leg_ended(session: Session, call: Call, dial_status: str, duration: int | None,
+                    now: datetime) -> str:
+    """Handle the end of the caller's ``<Dial>`` to an agent; return ``'done'`` or ``'requeue'``.
+
+    ``completed`` means the agent talked to the caller for ``duration`` seconds: the call is
+    answered (if the answer notice never came, the answer time is derived from the duration) and
+    the agent goes to wrap-up. Any other status (busy, no-answer, failed, canceled) puts the
+    caller back in the queue in their original place.
+    """
+    if call.status == "ended":
+        return "done"
+    if dial_status == "completed":
+        if call.answered_at is None:
+            call.agent_id = acd.offer_answered(session, call.id) or call.agent_id
+            call.answered_at = now - timedelta(seconds=duration or 0)
+        call.status = "connected"
+        call.outcome = "answered"
+        call.talk_seconds = duration if duration is not None else call.talk_seconds
+        if call.agent_id is not None:
+            acd.call_finished(session, call.agent_id, call.id, now)
+        return "done"
+    acd.offer_declined(session, call.id, now)
+    call.status = "queued"
+    return "requeue"
+
+
+def end_call(session: Session, call: Call, ended_at: datetime, now: datetime) -> bool:
+    """Close the call at ``ended_at``; return False if it had already ended (duplicate or late).
+
+    The outcome follows from where the call was: in the menus → ``ivr_abandoned`` (unless it
+    was told the line is closed), waiting or ringing an agent → ``abandoned``, talking →
+    ``answered`` (talk time from the answer if the agent leg never reported it), at a unit →
+    ``transferred``. Frees the ACD entry and any agent still tied to the call.
+    """
+    if call.status == "ended":
+        return False
+    if call.status == "ivr":
+        call.outcome = call.outcome or "ivr_abandoned"
+    elif call.status in ("queued", "connecting"):
+        call.outcome = "abandoned"
+        acd.leave_queue(session, call.id, now)
+    elif call.status == "connected":
+        call.outcome = "answered"
+        if call.talk_seconds is None and call.answered_at is not None:
+            call.talk_seconds = max(0, int((ended_at - call.answered_at).total_seconds()))
+        if call.agent_id is not None:
+            acd.call_finished(session, call.agent_id, call.id, now)
+    elif call.status == "transferring":
+        call.outcome = call.outcome or "transferred"
+    call.status = "ended"
+    call.ended_at = ended_at
+    return True
+
+
+def apply_status_callback(session: Session, call: Call, provider_status: str,
+                          now: datetime, timestamp: datetime | None = None) -> bool:
+    """Record a status callback; a final status ends the call. Returns True if the call changed state.
+
+    ``timestamp`` is the provider's event time (UTC) when it sent one; the end time is that, or
+    ``now``. Statuses after the end, and duplicates, change nothing.
+    """
+    if call.status == "ended":
+        return False
+    call.provider_status = provider_status
+    if provider_status in FINAL_PROVIDER_STATUSES:
+        return end_call(session, call, timestamp or now, now)
+    return False
+
+
+def close_stale(session: Session, now: datetime, older_than: timedelta, *,
+                limit: int = 1000) -> list[Call]:
+    """Close calls whose final status never came: no event for ``older_than``. Returns them.
+
+    Each is ended at its last known event: the latest of its last webhook and, for an answered
+    call, the answer time plus the talk time reported by the agent leg.
+    """
+    stale = list(session.scalars(
+        select(Call).where(Call.status != "ended", Call.last_event_at < now - older_than)
+        .order_by(Call.id).limit(limit)))
+    for call in stale:
+        last = call.last_event_at
+        if call.answered_at is not None and call.talk_seconds is not None:
+            last = max(last, call.answered_at + timedelta(seconds=call.talk_seconds))
+        end_call(session, call, last, now)
+        call.closed_by_sweep = True
+    return stale

@@ -1,0 +1,42 @@
+"""Serves prompt audio rendered by the service (languages without a provider voice)."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, request, send_file
+
+from db import get_session
+from ivr.audio import TtsUnavailable, render
+from line_config import current_line_config
+
+bp = Blueprint("audio", __name__, url_prefix="/audio")
+
+_MAX_PARAM = 9999
+
+
+@bp.get("/<language>/<key>.wav")
+def prompt(language: str, key: str):
+    """Return prompt ``key`` in ``language`` as WAV; integer query parameters fill placeholders.
+
+    404 for an unknown prompt or language, 400 for a non-integer or out-of-range parameter,
+    503 when no text-to-speech program is installed. Prompts hold no personal data, so this
+    route needs no signature: the provider fetches it like any static file.
+    """
+    config = current_line_config(get_session())
+    if config is None or key not in config.prompts or language not in config.prompts[key]:
+        abort(404)
+    params: dict[str, int] = {}
+    for name, value in request.args.items():
+        if not value.isdigit() or int(value) > _MAX_PARAM:
+            abort(400)
+        params[name] = int(value)
+    try:
+        text = config.prompts[key][language].text.format(**params)
+    except (KeyError, IndexError):
+        abort(400)
+    try:
+        path = render(text, language, current_app.config["AUDIO_DIR"],
+                      current_app.config["TTS_COMMAND"])
+    except TtsUnavailable as exc:
+        current_app.logger.error("cannot render prompt %s/%s: %s", language, key, exc)
+        abort(503)
+    response = send_file(path, mimetype="audio/wav", max_age=86400)
+    return response

@@ -1,0 +1,56 @@
+"""The call log: one row per inbound call, upserted by CallSid."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db import Base, UTCDateTime, utcnow
+
+# Where the call is now. 'ended' is final: later callbacks never move a call out of it.
+CALL_STATUSES = ("ivr", "queued", "connecting", "connected", "transferring", "ended")
+# How it ended; only 'answered' and 'abandoned' calls were offered to agents.
+CALL_OUTCOMES = ("answered", "abandoned", "ivr_abandoned", "out_of_hours", "transferred", "failed")
+
+
+class Call(Base):
+    """Timings of one call, all in UTC.
+
+    ``arrived_at`` first webhook; ``ivr_exited_at`` left the menus; ``queue_entered_at`` first
+    entry into a queue (the start of the wait; kept when the caller is sent back to the queue);
+    ``answered_at`` an agent answered; ``ended_at`` the call ended. ``talk_seconds`` is the
+    agent leg's duration. ``last_event_at`` is the time of the latest webhook for the call.
+    """
+
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    from_number: Mapped[str] = mapped_column(String(64), default="")
+    to_number: Mapped[str] = mapped_column(String(64), default="")
+    language: Mapped[str | None] = mapped_column(String(8))
+    topic: Mapped[str | None] = mapped_column(String(32))
+    queue_id: Mapped[int | None] = mapped_column(ForeignKey("queues.id"))
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="ivr")
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    provider_status: Mapped[str | None] = mapped_column(String(16))
+    arrived_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ivr_exited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    queue_entered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    talk_seconds: Mapped[int | None] = mapped_column(Integer)
+    no_input_count: Mapped[int] = mapped_column(Integer, default=0)
+    invalid_input_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_event_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_by_sweep: Mapped[bool] = mapped_column(default=False)
+    source: Mapped[str] = mapped_column(String(16), default="live")
+
+    __table_args__ = (
+        Index("ix_calls_arrived_at", "arrived_at"),
+        Index("ix_calls_status_last_event_at", "status", "last_event_at"),
+    )

@@ -1,0 +1,491 @@
+"""Voice webhooks: the provider calls these for every step of a call and gets TwiML back.
+
+Each view parses the request, calls domain functions, commits once, then does outbound REST
+(redirecting other waiting callers to their agent) after the commit.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+
+from flask import current_app, request, url_for
+from sqlalchemy import select
+
+from db import get_session
+from ivr import calls as call_log
+from ivr.hours import is_open
+from ivr.menu import interpret
+from ivr.models import Call
+from ivr.prompts import Prompts
+from line_config import LineConfig, current_line_config
+from routing import dispatch as acd
+from routing.models import Agent, Queue, Unit
+from telephony.client import TelephonyError
+from telephony.signature import provider_blueprint
+from telephony.twiml import VoiceResponse, dial_endpoint, twiml_response
+
+log = logging.getLogger(__name__)
+
+
+def _technical_error():
+    response = VoiceResponse()
+    try:
+        session = get_session()
+        session.rollback()
+        config = current_line_config(session)
+        if config is not None:
+            _prompts(config).add(response, "technical_error", _call_language(config, None))
+        response.hangup()
+    except Exception:  # the database itself may be what failed
+        log.exception("could not build the technical-error prompt")
+        response = VoiceResponse()
+        response.say("Sorry, a technical problem occurred.", language="en-GB")
+        response.hangup()
+    return twiml_response(response)
+
+
+bp = provider_blueprint("voice", __name__, url_prefix="/twilio", on_error=_technical_error)
+
+
+def now() -> datetime:
+    """The service clock (UTC); the simulator replaces it with a virtual one."""
+    return current_app.config["CLOCK"]()
+
+
+def external_url(endpoint: str, **params) -> str:
+    """Absolute URL of ``endpoint`` as the provider must request it (PUBLIC_BASE_URL when set)."""
+    base = current_app.config["PUBLIC_BASE_URL"]
+    if base:
+        return base.rstrip("/") + url_for(endpoint, **params)
+    return url_for(endpoint, _external=True, **params)
+
+
+def _audio_url(language: str, key: str, params: dict[str, int]) -> str:
+    return external_url("audio.prompt", language=language, key=key, **params)
+
+
+def _prompts(config: LineConfig) -> Prompts:
+    return Prompts(config, _audio_url)
+
+
+def _call_language(config: LineConfig, call: Call | None) -> str:
+    return (call.language if call is not None and call.language else config.default_language)
+
+
+def _config_or_fail(session) -> LineConfig:
+    config = current_line_config(session)
+    if config is None:
+        raise RuntimeError("no line configuration loaded: run 'flask config load FILE'")
+    return config
+
+
+def _current_call(session) -> Call:
+    form = request.form
+    return call_log.upsert_call(session, form.get("CallSid", ""), now(),
+                                from_number=form.get("From", ""), to_number=form.get("To", ""))
+
+
+def _int_arg(name: str, default: int = 1) -> int:
+    try:
+        return max(1, int(request.args.get(name, default)))
+    except ValueError:
+        return default
+
+
+def _gather(response: VoiceResponse, action: str):
+    # finishOnKey="" so that '#' arrives as a key (an invalid choice) instead of ending input.
+    return response.gather(action=action, method="POST", num_digits=1, finish_on_key="",
+                           timeout=current_app.config["GATHER_TIMEOUT_SECONDS"])
+
+
+def _language_menu(config: LineConfig, attempt: int, *, welcome: bool) -> VoiceResponse:
+    prompts = _prompts(config)
+    response = VoiceResponse()
+    if welcome:
+        prompts.add(response, "welcome", config.default_language)
+    action = external_url("voice.language", attempt=attempt)
+    gather = _gather(response, action)
+    for lang in config.languages:
+        prompts.add(gather, "language_menu", lang.code)
+    # No key pressed: the Redirect posts without Digits, which the action reads as no input.
+    response.redirect(action, method="POST")
+    return response
+
+
+def _topic_menu(config: LineConfig, language: str, attempt: int, *,
+                lead: tuple[str, ...] = ()) -> VoiceResponse:
+    prompts = _prompts(config)
+    response = VoiceResponse()
+    for key in lead:
+        prompts.add(response, key, language)
+    action = external_url("voice.topic", attempt=attempt)
+    gather = _gather(response, action)
+    prompts.add(gather, "topic_menu", language)
+    response.redirect(action, method="POST")
+    return response
+
+
+@bp.post("/voice")
+def incoming():
+    """Incoming call: greeting with the recording notice, then the language menu."""
+    session = get_session()
+    config = _config_or_fail(session)
+    _current_call(session)
+    session.commit()
+    return twiml_response(_language_menu(config, 1, welcome=True))
+
+
+@bp.post("/ivr/language")
+def language():
+    """Language menu action: pick et/ru/en by key; re-prompt, then go to a person."""
+    session = get_session()
+    config = _config_or_fail(session)
+    call = _current_call(session)
+    attempt = _int_arg("attempt")
+    decision = interpret(request.form.get("Digits"), config.language_keys(), attempt=attempt,
+                         max_attempts=current_app.config["MAX_MENU_ATTEMPTS"],
+                         person_key=config.person_key, repeat_key=config.repeat_key)
+    _count_input(call, decision.reason)
+    if decision.kind in ("repeat", "reprompt"):
+        session.commit()
+        response = _language_menu(config, decision.next_attempt, welcome=False)
+        if decision.reason:
+            _prompt_before_menu(config, response, decision.reason, config.default_language)
+        return twiml_response(response)
+    call.language = decision.value if decision.kind == "choice" else config.default_language
+    if not _line_open(config):
+        return _closed(session, config, call)
+    if decision.kind == "person":
+        return _to_person(session, config, call, lead=("to_person",))
+    lead = () if call.language == config.default_language else ("welcome",)
+    session.commit()
+    return twiml_response(_topic_menu(config, call.language, 1, lead=lead))
+
+
+@bp.post("/ivr/topic")
+def topic():
+    """Topic menu action: a skill queue, a transfer to a unit, or a person."""
+    session = get_session()
+    config = _config_or_fail(session)
+    call = _current_call(session)
+    language = _call_language(config, call)
+    attempt = _int_arg("attempt")
+    options = {key: (opt.topic or f"unit:{opt.transfer}") for key, opt in config.topic_menu.items()}
+    decision = interpret(request.form.get("Digits"), options, attempt=attempt,
+                         max_attempts=current_app.config["MAX_MENU_ATTEMPTS"],
+                         person_key=config.person_key, repeat_key=config.repeat_key)
+    _count_input(call, decision.reason)
+    if decision.kind in ("repeat", "reprompt"):
+        session.commit()
+        lead = (decision.reason,) if decision.reason else ()
+        return twiml_response(_topic_menu(config, language, decision.next_attempt,
+                                          lead=tuple(k for k in lead)))
+    if not _line_open(config):
+        return _closed(session, config, call)
+    if decision.kind == "person":
+        return _to_person(session, config, call, lead=("to_person",))
+    if decision.value.startswith("unit:"):
+        return _transfer(session, config, call, decision.value[5:])
+    call.topic = decision.value
+    queue = session.scalar(select(Queue).where(Queue.language == language,
+                                               Queue.topic == decision.value))
+    return _queue_call(session, config, call, queue)
+
+
+def _count_input(call: Call, reason: str | None) -> None:
+    if reason == "no_input":
+        call.no_input_count += 1
+    elif reason == "invalid":
+        call.invalid_input_count += 1
+
+
+def _prompt_before_menu(config, response: VoiceResponse, reason: str, language: str) -> None:
+    # The language menu is rebuilt with the notice first: re-create the document in order.
+    notice = VoiceResponse()
+    _prompts(config).add(notice, reason, language)
+    response.verbs[0:0] = notice.verbs
+
+
+def _line_open(config: LineConfig) -> bool:
+    if current_app.config["HOURS_ALWAYS_OPEN"]:
+        return True
+    return is_open(now(), config.hours, config.timezone)
+
+
+def _closed(session, config: LineConfig, call: Call):
+    call_log.leave_ivr(call, now())
+    call.outcome = "out_of_hours"
+    session.commit()
+    response = VoiceResponse()
+    _prompts(config).add(response, "out_of_hours", _call_language(config, call))
+    response.hangup()
+    return twiml_response(response)
+
+
+def _to_person(session, config: LineConfig, call: Call, *, lead: tuple[str, ...]):
+    language = _call_language(config, call)
+    call.language = language
+    call.topic = call.topic or config.general_topic
+    queue = session.scalar(select(Queue).where(Queue.language == language,
+                                               Queue.topic == config.general_topic))
+    return _queue_call(session, config, call, queue, lead=lead)
+
+
+def _transfer(session, config: LineConfig, call: Call, unit_code: str):
+    unit = session.scalar(select(Unit).where(Unit.code == unit_code))
+    if unit is None:
+        raise RuntimeError(f"unit {unit_code!r} of the menu is not loaded")
+    call_log.leave_ivr(call, now())
+    call.unit_id = unit.id
+    call.status = "transferring"
+    session.commit()
+    response = VoiceResponse()
+    _prompts(config).add(response, "transfer", _call_language(config, call))
+    dial = response.dial(action=external_url("voice.transfer_after"), method="POST",
+                         timeout=30, ring_tone="ee")
+    dial.number(unit.phone_number)
+    return twiml_response(response)
+
+
+def _queue_call(session, config: LineConfig, call: Call, queue: Queue | None, *,
+                lead: tuple[str, ...] = ()):
+    """Enter the queue; connect at once if an agent is free, else wait in the provider's queue."""
+    if queue is None:
+        raise RuntimeError(f"no queue for {call.language}.{call.topic}: reload the configuration")
+    call_log.enter_queue(session, call, queue, now())
+    connect_now, others = _dispatch(session, call)
+    session.commit()
+    _redirect_to_agents(others)
+    language = _call_language(config, call)
+    if connect_now is not None:
+        response = VoiceResponse()
+        for key in lead:
+            _prompts(config).add(response, key, language)
+        _dial_agent(response, config, call, connect_now)
+        return twiml_response(response)
+    return twiml_response(_enqueue_twiml(config, call, queue, lead=lead + ("queue_wait",)))
+
+
+def _dispatch(session, call: Call | None) -> tuple[Agent | None, list[str]]:
+    """Run dispatch; return the agent offered ``call`` (if any) and the other calls' CallSids."""
+    assignments = acd.dispatch(session, now())
+    offered = {c.id: c for c in call_log.mark_offered(session, [a.call_id for a in assignments])}
+    mine = None
+    others = []
+    for assignment in assignments:
+        if call is not None and assignment.call_id == call.id:
+            mine = session.get(Agent, assignment.agent_id)
+        elif assignment.call_id in offered:
+            others.append(offered[assignment.call_id].call_sid)
+    return mine, others
+
+
+def _redirect_to_agents(call_sids: list[str]) -> None:
+    """After commit: move callers who were just offered an agent out of their hold music."""
+    client = current_app.extensions["telephony"]
+    for call_sid in call_sids:
+        try:
+            client.redirect_call(call_sid, external_url("voice.queue_connect"))
+        except TelephonyError:
+            # The caller's next hold-loop request picks the offer up (see queue_wait).
+            log.warning("redirect of %s failed; the hold loop will connect it", call_sid)
+
+
+def _enqueue_twiml(config: LineConfig, call: Call, queue: Queue, *,
+                   lead: tuple[str, ...]) -> VoiceResponse:
+    response = VoiceResponse()
+    for key in lead:
+        _prompts(config).add(response, key, _call_language(config, call))
+    response.enqueue(queue.name, action=external_url("voice.queue_after"), method="POST",
+                     wait_url=external_url("voice.queue_wait"), wait_url_method="POST")
+    return response
+
+
+def _dial_agent(response: VoiceResponse, config: LineConfig, call: Call, agent: Agent) -> None:
+    dial = response.dial(action=external_url("voice.dial_after"), method="POST",
+                         timeout=current_app.config["AGENT_RING_SECONDS"],
+                         record="record-from-answer-dual",
+                         recording_status_callback=external_url("recording.callback"),
+                         recording_status_callback_method="POST",
+                         recording_status_callback_event="completed absent")
+    dial_endpoint(dial, agent.endpoint_kind, agent.endpoint,
+                  answer_url=external_url("voice.agent_answer", call=call.call_sid))
+
+
+@bp.post("/queue/wait")
+def queue_wait():
+    """Hold loop (Enqueue waitUrl): connect if an agent was offered, else position and music.
+
+    Dispatch runs here too, so a caller is connected even if no other event triggered it. An
+    offer made by another request was already redirected by REST; the hold loop redirects it
+    only if that evidently failed (the offer is older than ``OFFER_REDIRECT_GRACE`` seconds).
+    """
+    session = get_session()
+    config = _config_or_fail(session)
+    call = _current_call(session)
+    mine = None
+    others: list[str] = []
+    if call.status == "queued":
+        mine, others = _dispatch(session, call)
+    session.commit()
+    _redirect_to_agents(others)
+    response = VoiceResponse()
+    if mine is not None or (call.status == "connecting" and _offer_is_stale(session, call)):
+        response.redirect(external_url("voice.queue_connect"), method="POST")
+        return twiml_response(response)
+    position = acd.queue_position(session, call.id)
+    if position is not None:
+        _prompts(config).add(response, "queue_position", _call_language(config, call),
+                             position=position)
+    music = current_app.config["HOLD_MUSIC_URL"]
+    if music:
+        response.play(music)
+    else:
+        response.pause(length=current_app.config["HOLD_SECONDS"])
+    return twiml_response(response)
+
+
+OFFER_REDIRECT_GRACE = 10
+
+
+def _offer_is_stale(session, call: Call) -> bool:
+    offered_at = acd.offered_at(session, call.id)
+    return offered_at is not None and (now() - offered_at).total_seconds() >= OFFER_REDIRECT_GRACE
+
+
+@bp.post("/queue/connect")
+def queue_connect():
+    """A waiting caller was offered an agent: dial the agent, recording both channels."""
+    session = get_session()
+    config = _config_or_fail(session)
+    call = _current_call(session)
+    agent = acd.offered_agent(session, call.id) if call.status == "connecting" else None
+    session.commit()
+    response = VoiceResponse()
+    if agent is not None:
+        _dial_agent(response, config, call, agent)
+        return twiml_response(response)
+    if call.status == "queued" and call.queue_id is not None:
+        # The offer was withdrawn meanwhile: back to hold, same place.
+        return twiml_response(_enqueue_twiml(config, call, session.get(Queue, call.queue_id), lead=()))
+    response.hangup()
+    return twiml_response(response)
+
+
+@bp.post("/queue/after")
+def queue_after():
+    """Enqueue action: the caller left the provider's queue (hung up, redirected to an agent, …)."""
+    session = get_session()
+    call = _current_call(session)
+    result = request.form.get("QueueResult", "")
+    response = VoiceResponse()
+    if result == "hangup":
+        call_log.end_call(session, call, now(), now())
+    elif result in ("error", "system-error", "queue-full"):
+        log.error("provider queue error %s for %s", result, call.call_sid)
+        config = _config_or_fail(session)
+        call_log.end_call(session, call, now(), now())
+        _prompts(config).add(response, "technical_error", _call_language(config, call))
+        response.hangup()
+    session.commit()
+    return twiml_response(response)
+
+
+@bp.post("/agent/answer")
+def agent_answer():
+    """Agent leg answered (``<Number url>``): stamp the answer, then tell the agent the call is recorded."""
+    session = get_session()
+    config = _config_or_fail(session)
+    call_sid = request.args.get("call") or request.form.get("ParentCallSid", "")
+    call = call_log.find_call(session, call_sid)
+    response = VoiceResponse()
+    if call is not None:
+        call.last_event_at = max(call.last_event_at, now())
+        call_log.agent_answered(session, call, now())
+        _prompts(config).add(response, "agent_whisper", _call_language(config, call))
+    session.commit()
+    return twiml_response(response)
+
+
+@bp.post("/dial/after")
+def dial_after():
+    """Agent ``<Dial>`` ended: done after a conversation, otherwise back to the queue in place."""
+    session = get_session()
+    config = _config_or_fail(session)
+    call = _current_call(session)
+    status = request.form.get("DialCallStatus", "failed")
+    duration = _int_or_none(request.form.get("DialCallDuration"))
+    outcome = call_log.agent_leg_ended(session, call, status, duration, now())
+    response = VoiceResponse()
+    if outcome == "done":
+        session.commit()
+        response.hangup()
+        return twiml_response(response)
+    queue = session.get(Queue, call.queue_id)
+    mine, others = _dispatch(session, call)
+    session.commit()
+    _redirect_to_agents(others)
+    if mine is not None:
+        _dial_agent(response, config, call, mine)
+        return twiml_response(response)
+    return twiml_response(_enqueue_twiml(config, call, queue, lead=("queue_wait",)))
+
+
+@bp.post("/transfer/after")
+def transfer_after():
+    """Unit transfer ended: done if the unit answered, otherwise to a person in the general queue."""
+    session = get_session()
+    config = _config_or_fail(session)
+    call = _current_call(session)
+    status = request.form.get("DialCallStatus", "failed")
+    if status == "completed" or call.status == "ended":
+        if call.status != "ended":
+            call.outcome = "transferred"
+        session.commit()
+        response = VoiceResponse()
+        response.hangup()
+        return twiml_response(response)
+    call.status = "ivr"
+    return _to_person(session, config, call, lead=("transfer_failed",))
+
+
+@bp.post("/status")
+def status():
+    """Call status callback: a final status ends the call; duplicates and late ones change nothing."""
+    session = get_session()
+    call = _current_call(session)
+    call_log.apply_status_callback(session, call, request.form.get("CallStatus", ""), now(),
+                                   timestamp=_timestamp(request.form.get("Timestamp")))
+    session.commit()
+    return twiml_response(VoiceResponse())
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _timestamp(value: str | None) -> datetime | None:
+    """Parse the provider's RFC 2822 ``Timestamp`` (UTC); None when absent or malformed."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def dispatch_and_connect(session) -> int:
+    """Offer waiting calls to free agents, commit, then redirect those callers to their agent.
+
+    For edges other than the call's own webhooks (the agent API, jobs). Returns how many
+    calls were offered.
+    """
+    _, others = _dispatch(session, None)
+    session.commit()
+    _redirect_to_agents(others)
+    return len(others)

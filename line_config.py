@@ -1,0 +1,258 @@
+"""Schema of the line's configuration file (YAML): languages, prompts, menus, hours, queues, agents, units.
+
+:func:`parse_line_config` validates a loaded document and raises :class:`LineConfigError`
+whose message names every bad field by its path (e.g. ``agents.2.endpoint``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime, time
+
+import phonenumbers
+from sqlalchemy import JSON, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from db import Base, UTCDateTime, utcnow
+
+KEY_RE = re.compile(r"^[0-9*#]$")
+SKILL_RE = re.compile(r"^[a-z]{2}\.[a-z_]+$")
+
+
+class LineConfigError(ValueError):
+    """The configuration is invalid; the message lists each bad field with its path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VoiceConfig(_Strict):
+    language: str = Field(pattern=r"^[a-z]{2}-[A-Z]{2}$")
+    name: str | None = None
+
+
+class LanguageConfig(_Strict):
+    code: str = Field(pattern=r"^[a-z]{2}$")
+    name: str
+    speech: str = Field(pattern=r"^[a-z]{2}-[A-Z]{2}$", description="Gather speech-recognition language")
+    voice: VoiceConfig | None = Field(None, description="Provider TTS voice; none means audio only")
+
+    @field_validator("voice")
+    @classmethod
+    def _no_estonian_tts(cls, value: VoiceConfig | None):
+        if value is not None and value.language.startswith("et"):
+            raise ValueError("the provider has no Estonian voice; leave 'voice' out and use audio")
+        return value
+
+
+class PromptText(_Strict):
+    text: str
+    audio_url: str | None = None
+
+
+class HoursConfig(_Strict):
+    open: time = time(9)
+    close: time = time(17)
+    weekdays: list[int] = Field(default=[0, 1, 2, 3, 4], description="0 = Monday")
+    last_friday_close: time | None = time(13)
+    shortened_day_hours: int = Field(3, ge=0, le=12)
+    holidays_country: str = "EE"
+
+
+class TopicConfig(_Strict):
+    code: str = Field(pattern=r"^[a-z_]+$")
+    name: str
+
+
+class MenuOption(_Strict):
+    topic: str | None = None
+    transfer: str | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self):
+        if (self.topic is None) == (self.transfer is None):
+            raise ValueError("an option needs exactly one of 'topic' or 'transfer'")
+        return self
+
+
+class AgentConfig(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    endpoint: str
+    skills: list[str] = Field(min_length=1)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value.startswith("sip:") or value.startswith("client:"):
+            if len(value.split(":", 1)[1]) == 0:
+                raise ValueError("empty SIP URI or client identity")
+            return value
+        try:
+            number = phonenumbers.parse(value, "EE")
+        except phonenumbers.NumberParseException as exc:
+            raise ValueError(f"not a phone number, sip: URI or client: identity ({exc})") from exc
+        if not phonenumbers.is_valid_number(number):
+            raise ValueError("not a valid phone number")
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+    @property
+    def endpoint_kind(self) -> str:
+        if self.endpoint.startswith("sip:"):
+            return "sip"
+        if self.endpoint.startswith("client:"):
+            return "client"
+        return "number"
+
+    @property
+    def endpoint_address(self) -> str:
+        return self.endpoint.split(":", 1)[1] if self.endpoint_kind == "client" else self.endpoint
+
+
+class UnitConfig(_Strict):
+    code: str = Field(pattern=r"^[a-z_]+$")
+    name: str
+    phone_number: str
+
+    @field_validator("phone_number")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        try:
+            number = phonenumbers.parse(value, "EE")
+        except phonenumbers.NumberParseException as exc:
+            raise ValueError(f"not a phone number ({exc})") from exc
+        if not phonenumbers.is_valid_number(number):
+            raise ValueError("not a valid phone number")
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+REQUIRED_PROMPTS = (
+    "welcome", "language_menu", "topic_menu", "no_input", "invalid_input", "to_person",
+    "out_of_hours", "queue_wait", "queue_position", "transfer", "transfer_failed",
+    "agent_whisper", "technical_error",
+)
+
+
+class LineConfig(_Strict):
+    """The whole line. Queues are every language × (topics + the general topic)."""
+
+    name: str
+    timezone: str = "Europe/Tallinn"
+    default_language: str = "et"
+    general_topic: str = "general"
+    languages: list[LanguageConfig] = Field(min_length=1)
+    topics: list[TopicConfig] = Field(min_length=1)
+    topic_menu: dict[str, MenuOption]
+    person_key: str = "0"
+    repeat_key: str = "*"
+    hours: HoursConfig = HoursConfig()
+    units: list[UnitConfig] = []
+    agents: list[AgentConfig] = []
+    prompts: dict[str, dict[str, PromptText]]
+
+    @field_validator("topic_menu")
+    @classmethod
+    def _menu_keys(cls, value: dict[str, MenuOption]):
+        for key in value:
+            if not KEY_RE.match(key):
+                raise ValueError(f"menu key {key!r} is not a single keypad key")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_references(self):
+        codes = [lang.code for lang in self.languages]
+        if self.default_language not in codes:
+            raise ValueError(f"default_language {self.default_language!r} is not among languages")
+        topics = {t.code for t in self.topics}
+        if self.general_topic in topics:
+            raise ValueError("general_topic must not be a menu topic")
+        units = {u.code for u in self.units}
+        for key, option in self.topic_menu.items():
+            if option.topic is not None and option.topic not in topics:
+                raise ValueError(f"topic_menu.{key}: unknown topic {option.topic!r}")
+            if option.transfer is not None and option.transfer not in units:
+                raise ValueError(f"topic_menu.{key}: unknown unit {option.transfer!r}")
+            if key in (self.person_key, self.repeat_key):
+                raise ValueError(f"topic_menu.{key}: key is reserved")
+        skills = set(self.queue_names())
+        for index, agent in enumerate(self.agents):
+            for skill in agent.skills:
+                if skill not in skills:
+                    raise ValueError(f"agents.{index}.skills: unknown skill {skill!r}")
+        for key in REQUIRED_PROMPTS:
+            if key not in self.prompts:
+                raise ValueError(f"prompts.{key}: missing")
+            for code in codes:
+                if code not in self.prompts[key]:
+                    raise ValueError(f"prompts.{key}.{code}: missing")
+        return self
+
+    def queue_names(self) -> list[str]:
+        """Every queue (skill) name, ``<language>.<topic>``, including each language's general queue."""
+        topics = [t.code for t in self.topics] + [self.general_topic]
+        return [f"{lang.code}.{topic}" for lang in self.languages for topic in topics]
+
+    def language(self, code: str) -> LanguageConfig:
+        """Return the language ``code``; KeyError if it is not configured."""
+        for lang in self.languages:
+            if lang.code == code:
+                return lang
+        raise KeyError(code)
+
+    def language_keys(self) -> dict[str, str]:
+        """Map keypad key → language code: languages are numbered 1, 2, 3… in file order."""
+        return {str(i + 1): lang.code for i, lang in enumerate(self.languages)}
+
+
+def parse_line_config(document: object) -> LineConfig:
+    """Validate a loaded YAML/JSON document; raises LineConfigError naming each bad field."""
+    if not isinstance(document, dict):
+        raise LineConfigError("the configuration must be a mapping at the top level")
+    try:
+        return LineConfig.model_validate(document)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"{path}: {err['msg']}")
+        raise LineConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+class ConfigRevision(Base):
+    """One validated configuration document as loaded; the newest one is in force."""
+
+    __tablename__ = "config_revisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source_name: Mapped[str] = mapped_column(String(255), default="")
+    sha256: Mapped[str] = mapped_column(String(64))
+    document: Mapped[dict] = mapped_column(JSON)
+
+
+def document_sha256(document: dict) -> str:
+    """Return the SHA-256 (hex) of a document's canonical JSON form."""
+    canonical = json.dumps(document, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+_cache: dict[int, LineConfig] = {}
+
+
+def current_line_config(session: Session) -> LineConfig | None:
+    """Return the configuration in force (the newest revision), or None if none was loaded.
+
+    Parsed documents are cached per revision id, so a request costs one indexed lookup.
+    """
+    revision_id = session.scalar(select(ConfigRevision.id).order_by(ConfigRevision.id.desc()).limit(1))
+    if revision_id is None:
+        return None
+    config = _cache.get(revision_id)
+    if config is None:
+        document = session.scalar(select(ConfigRevision.document).where(ConfigRevision.id == revision_id))
+        config = parse_line_config(document)
+        _cache.clear()
+        _cache[revision_id] = config
+    return config

@@ -1,0 +1,1 @@
+"""Recordings: provider callbacks stored as metadata (download, encryption and retention build on it)."""

@@ -1,0 +1,58 @@
+"""Store recording status callbacks: one row per RecordingSid, updated in place."""
+from __future__ import annotations
+
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from recording.models import Recording
+
+# Later statuses win over earlier ones; a late 'in-progress' never undoes 'completed'.
+_STATUS_RANK = {"in-progress": 0, "paused": 1, "stopped": 2, "processing": 3,
+                "completed": 4, "absent": 4, "failed": 4, "deleted": 5}
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+def store_recording_callback(session: Session, params: dict[str, str], now: datetime) -> Recording | None:
+    """Upsert a recording from callback ``params`` (RecordingSid, CallSid, RecordingStatus, …).
+
+    Returns the row, or None when the callback has no RecordingSid. Duration is in seconds.
+    """
+    sid = params.get("RecordingSid", "").strip()
+    if not sid:
+        return None
+    status = params.get("RecordingStatus", "completed") or "completed"
+    recording = session.scalar(select(Recording).where(Recording.recording_sid == sid))
+    if recording is None:
+        recording = Recording(recording_sid=sid, call_sid=params.get("CallSid", ""), status=status,
+                              received_at=now, updated_at=now)
+        session.add(recording)
+    elif _STATUS_RANK.get(status, 0) < _STATUS_RANK.get(recording.status, 0):
+        return recording
+    recording.status = status
+    recording.duration_seconds = _int(params.get("RecordingDuration")) or recording.duration_seconds
+    recording.channels = _int(params.get("RecordingChannels")) or recording.channels
+    recording.url = params.get("RecordingUrl", recording.url) or recording.url
+    recording.source = params.get("RecordingSource") or recording.source
+    recording.started_at = _time(params.get("RecordingStartTime")) or recording.started_at
+    recording.updated_at = now
+    session.flush()
+    return recording

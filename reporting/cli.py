@@ -1,0 +1,4 @@
+import click
+@click.command("report")
+def report_command():
+    """placeholder"""

@@ -1,0 +1,195 @@
+"""Queue entry, dispatch (longest-idle qualified agent), and the offer lifecycle.
+
+Every function takes the session first and ``now`` (aware UTC) where time matters; none commits.
+Assignment is atomic across workers: candidate rows are claimed with
+``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL (SQLite serialises writers instead), every
+change is a compare-and-set UPDATE, and unique indexes on ``agents.current_call_id`` and
+``queue_entries.agent_id`` make a second assignment impossible even if a bug slipped through.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from routing.models import Agent, AgentSkill, Queue, QueueEntry
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """An agent offered a waiting call: ids of the call, the agent and the queue."""
+
+    call_id: int
+    agent_id: int
+    queue_id: int
+
+
+def enqueue(session: Session, *, call_id: int, queue: Queue, priority: int,
+            entered_at: datetime) -> QueueEntry:
+    """Put the call in ``queue``, or back into it keeping its original entry time (its place).
+
+    Returns the waiting entry. A call already waiting or offered is left as it is.
+    """
+    entry = session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+    if entry is None:
+        entry = QueueEntry(call_id=call_id, queue_id=queue.id, priority=priority,
+                           entered_at=entered_at, state="waiting")
+        session.add(entry)
+        session.flush()
+    return entry
+
+
+def _lock(stmt, session: Session, of=None):
+    if session.get_bind().dialect.name == "postgresql":
+        return stmt.with_for_update(skip_locked=True, of=of)
+    return stmt
+
+
+def dispatch(session: Session, now: datetime, *, limit: int = 50) -> list[Assignment]:
+    """Offer waiting calls to available agents; return the new assignments.
+
+    Order: highest priority first, then earliest queue entry; for each call the qualified
+    available agent idle longest (ties: higher proficiency, then lower id). Calls nobody
+    available can serve are skipped, so one blocked queue does not hold up the others.
+    At most ``limit`` calls are considered per invocation.
+    """
+    entries = session.scalars(_lock(
+        select(QueueEntry)
+        .where(QueueEntry.state == "waiting")
+        .where(exists().where(and_(
+            AgentSkill.skill == Queue.name,
+            Queue.id == QueueEntry.queue_id,
+            Agent.id == AgentSkill.agent_id,
+            Agent.state == "available")))
+        .order_by(QueueEntry.priority.desc(), QueueEntry.entered_at, QueueEntry.id)
+        .limit(limit), session, of=QueueEntry)).all()
+    assignments: list[Assignment] = []
+    taken: set[int] = set()
+    for entry in entries:
+        queue_name = session.scalar(select(Queue.name).where(Queue.id == entry.queue_id))
+        stmt = (select(Agent)
+                .join(AgentSkill, AgentSkill.agent_id == Agent.id)
+                .where(AgentSkill.skill == queue_name, Agent.state == "available",
+                       Agent.current_call_id.is_(None))
+                .order_by(Agent.idle_since.asc().nulls_first(), AgentSkill.proficiency.desc(),
+                          Agent.id)
+                .limit(1))
+        if taken:
+            stmt = stmt.where(Agent.id.not_in(taken))
+        agent = session.scalars(_lock(stmt, session, of=Agent)).first()
+        if agent is None:
+            continue
+        if _claim(session, entry, agent, now):
+            taken.add(agent.id)
+            assignments.append(Assignment(entry.call_id, agent.id, entry.queue_id))
+    return assignments
+
+
+def _claim(session: Session, entry: QueueEntry, agent: Agent, now: datetime) -> bool:
+    took_agent = session.execute(
+        update(Agent)
+        .where(Agent.id == agent.id, Agent.state == "available", Agent.current_call_id.is_(None))
+        .values(state="busy", current_call_id=entry.call_id, state_changed_at=now)
+        .execution_options(synchronize_session=False)).rowcount
+    if took_agent != 1:
+        return False
+    took_call = session.execute(
+        update(QueueEntry)
+        .where(QueueEntry.id == entry.id, QueueEntry.state == "waiting",
+               QueueEntry.agent_id.is_(None))
+        .values(state="offered", agent_id=agent.id, offered_at=now)
+        .execution_options(synchronize_session=False)).rowcount
+    if took_call != 1:
+        session.execute(update(Agent).where(Agent.id == agent.id)
+                        .values(state="available", current_call_id=None)
+                        .execution_options(synchronize_session=False))
+        return False
+    session.expire(agent)
+    session.expire(entry)
+    return True
+
+
+def offered_agent(session: Session, call_id: int) -> Agent | None:
+    """Return the agent the call is offered to (ringing), or None."""
+    return session.scalar(select(Agent).join(QueueEntry, QueueEntry.agent_id == Agent.id)
+                          .where(QueueEntry.call_id == call_id, QueueEntry.state == "offered"))
+
+
+def offer_declined(session: Session, call_id: int, now: datetime) -> Agent | None:
+    """The offered agent did not answer (busy, no answer, failed): put the call back in its place.
+
+    The agent is set offline so the next waiting call is not offered to an absent person; the
+    call keeps its original entry time. Returns the agent, or None if there was no offer.
+    """
+    entry = session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+    if entry is None or entry.agent_id is None:
+        return None
+    agent = session.get(Agent, entry.agent_id)
+    entry.state, entry.agent_id, entry.offered_at = "waiting", None, None
+    session.flush()
+    if agent is not None and agent.current_call_id == call_id:
+        agent.state, agent.current_call_id, agent.state_changed_at = "offline", None, now
+        agent.idle_since = None
+    session.flush()
+    return agent
+
+
+def offer_answered(session: Session, call_id: int) -> int | None:
+    """The agent answered: the call leaves the queue. Returns the agent id, or None if not offered."""
+    entry = session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+    if entry is None:
+        return None
+    agent_id = entry.agent_id
+    session.delete(entry)
+    session.flush()
+    return agent_id
+
+
+def leave_queue(session: Session, call_id: int, now: datetime) -> None:
+    """The caller hung up or left the ACD: drop the entry and free an agent it was offered to."""
+    entry = session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+    if entry is not None:
+        session.delete(entry)
+        session.flush()
+    agent = session.scalar(select(Agent).where(Agent.current_call_id == call_id))
+    if agent is not None and agent.state == "busy":
+        # Rang but never connected: the agent is free again and keeps their idle position.
+        agent.state, agent.current_call_id, agent.state_changed_at = "available", None, now
+        if agent.idle_since is None:
+            agent.idle_since = now
+    elif agent is not None:
+        agent.current_call_id = None
+    session.flush()
+
+
+def call_finished(session: Session, agent_id: int, call_id: int, now: datetime) -> None:
+    """The agent's conversation ended: the agent goes to wrap-up and is no longer on the call."""
+    agent = session.get(Agent, agent_id)
+    if agent is None or agent.current_call_id != call_id:
+        return
+    agent.state, agent.current_call_id, agent.state_changed_at = "wrap_up", None, now
+    session.flush()
+
+
+def queue_position(session: Session, call_id: int) -> int | None:
+    """Return the caller's 1-based position among those waiting in their queue, or None."""
+    entry = session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+    if entry is None:
+        return None
+    ahead = session.scalar(
+        select(func.count()).select_from(QueueEntry)
+        .where(QueueEntry.queue_id == entry.queue_id, QueueEntry.id != entry.id)
+        .where(or_(QueueEntry.priority > entry.priority,
+                   and_(QueueEntry.priority == entry.priority,
+                        or_(QueueEntry.entered_at < entry.entered_at,
+                            and_(QueueEntry.entered_at == entry.entered_at,
+                                 QueueEntry.id < entry.id))))))
+    return int(ahead or 0) + 1
+
+
+def offered_at(session: Session, call_id: int) -> datetime | None:
+    """Return when the call was offered to its current agent, or None if it is not offered."""
+    return session.scalar(select(QueueEntry.offered_at).where(QueueEntry.call_id == call_id,
+                                                               QueueEntry.state == "offered"))

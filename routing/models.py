@@ -1,0 +1,99 @@
+"""ACD state: queues per skill, agents with skills and states, waiting calls, structural units."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from db import Base, UTCDateTime, utcnow
+
+AGENT_STATES = ("offline", "available", "busy", "wrap_up")
+ENDPOINT_KINDS = ("number", "sip", "client")
+
+
+class Queue(Base):
+    """A skill queue: callers of one (language, topic) wait here; its name is the skill agents hold."""
+
+    __tablename__ = "queues"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    language: Mapped[str] = mapped_column(String(8))
+    topic: Mapped[str] = mapped_column(String(32))
+
+    __table_args__ = (UniqueConstraint("language", "topic", name="uq_queues_language_topic"),)
+
+
+class Agent(Base):
+    """A person who answers calls at ``endpoint`` (E.164 number, SIP URI or client identity)."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    endpoint_kind: Mapped[str] = mapped_column(String(8))
+    endpoint: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), default="offline")
+    state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Longest-idle routing orders available agents by this: when they last became free.
+    idle_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # At most one call per agent, enforced by the database.
+    current_call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL", use_alter=True),
+                                                        unique=True)
+
+    skills: Mapped[list["AgentSkill"]] = relationship(back_populates="agent",
+                                                      cascade="all, delete-orphan")
+
+    __table_args__ = (Index("ix_agents_state_idle_since", "state", "idle_since"),)
+
+
+class AgentSkill(Base):
+    """An agent may serve the queue whose name is ``skill``."""
+
+    __tablename__ = "agent_skills"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    skill: Mapped[str] = mapped_column(String(64), index=True)
+    proficiency: Mapped[int] = mapped_column(Integer, default=1)
+
+    agent: Mapped[Agent] = relationship(back_populates="skills")
+
+    __table_args__ = (UniqueConstraint("agent_id", "skill", name="uq_agent_skills_agent_id_skill"),)
+
+
+class QueueEntry(Base):
+    """A call waiting for (``waiting``) or being offered to (``offered``) an agent.
+
+    The row exists only while the call is in the ACD, so dispatch reads a small table whatever
+    the size of the call log. ``entered_at`` is the original queue entry: a caller sent back to
+    the queue keeps it, and with it their place.
+    """
+
+    __tablename__ = "queue_entries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), unique=True)
+    queue_id: Mapped[int] = mapped_column(ForeignKey("queues.id"))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(16), default="waiting")
+    # At most one agent per call, enforced by the database.
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"), unique=True)
+    offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    queue: Mapped[Queue] = relationship()
+
+    __table_args__ = (Index("ix_queue_entries_state_priority", "state", "priority", "entered_at"),)
+
+
+class Unit(Base):
+    """A structural unit of the agency that calls can be transferred to."""
+
+    __tablename__ = "units"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    phone_number: Mapped[str] = mapped_column(String(32))

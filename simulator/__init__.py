@@ -1,0 +1,1 @@
+"""Drives the real webhooks like the provider would, on a virtual clock, with simulated callers and agents."""

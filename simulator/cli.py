@@ -1,0 +1,4 @@
+import click
+@click.command("simulate")
+def simulate_command():
+    """placeholder"""

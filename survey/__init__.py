@@ -1,0 +1,1 @@
+"""Post-call surveys: the recommendation question (NPS) by IVR or SMS, and its arithmetic."""

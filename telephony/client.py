@@ -1,0 +1,94 @@
+"""Outbound REST to the provider, behind :class:`TelephonyClient`.
+
+The Twilio implementation uses the official client with every request sent to the configured
+``TWILIO_API_BASE_URL``, so any Twilio-compatible API (SignalWire's LaML, a local test double)
+works. :class:`FakeTelephonyClient` records what would have been sent; the simulator listens to it.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from twilio.base.exceptions import TwilioException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+log = logging.getLogger(__name__)
+
+TWILIO_DEFAULT_BASE = "https://api.twilio.com"
+
+
+class TelephonyError(RuntimeError):
+    """An outbound request to the provider failed (network error or an error status)."""
+
+
+class TelephonyClient(Protocol):
+    def redirect_call(self, call_sid: str, url: str) -> None:
+        """Make the live call ``call_sid`` continue with the TwiML at ``url`` (POST). Raises TelephonyError."""
+
+    def hangup_call(self, call_sid: str) -> None:
+        """End the live call ``call_sid``. Raises TelephonyError."""
+
+
+class _BaseUrlHttpClient(TwilioHttpClient):
+    """Sends the official client's requests to another host with the same paths."""
+
+    def __init__(self, base_url: str, timeout: float = 5.0):
+        super().__init__(timeout=timeout)
+        self._base_url = base_url.rstrip("/")
+
+    def request(self, method, url, *args, **kwargs):
+        if url.startswith(TWILIO_DEFAULT_BASE):
+            url = self._base_url + url[len(TWILIO_DEFAULT_BASE):]
+        return super().request(method, url, *args, **kwargs)
+
+
+class TwilioRestClient:
+    """:class:`TelephonyClient` over the official ``twilio`` REST client."""
+
+    def __init__(self, account_sid: str, auth_token: str, base_url: str = TWILIO_DEFAULT_BASE):
+        http_client = None
+        if base_url.rstrip("/") != TWILIO_DEFAULT_BASE:
+            http_client = _BaseUrlHttpClient(base_url)
+        self._client = Client(account_sid, auth_token, http_client=http_client)
+
+    def redirect_call(self, call_sid: str, url: str) -> None:
+        try:
+            self._client.calls(call_sid).update(url=url, method="POST")
+        except (TwilioException, OSError) as exc:
+            raise TelephonyError(f"redirect of {call_sid} failed: {exc}") from exc
+
+    def hangup_call(self, call_sid: str) -> None:
+        try:
+            self._client.calls(call_sid).update(status="completed")
+        except (TwilioException, OSError) as exc:
+            raise TelephonyError(f"hang-up of {call_sid} failed: {exc}") from exc
+
+
+@dataclass
+class FakeTelephonyClient:
+    """Records outbound requests instead of sending them; ``listener`` sees each one as it happens."""
+
+    sent: list[tuple[str, str, str | None]] = field(default_factory=list)
+    listener: Callable[[str, str, str | None], None] | None = None
+
+    def redirect_call(self, call_sid: str, url: str) -> None:
+        self._record("redirect", call_sid, url)
+
+    def hangup_call(self, call_sid: str) -> None:
+        self._record("hangup", call_sid, None)
+
+    def _record(self, action: str, call_sid: str, url: str | None) -> None:
+        self.sent.append((action, call_sid, url))
+        if self.listener is not None:
+            self.listener(action, call_sid, url)
+
+
+def make_client(kind: str, account_sid: str, auth_token: str, base_url: str) -> TelephonyClient:
+    """Return the configured client: ``kind`` is ``twilio`` or ``fake``. Raises ValueError otherwise."""
+    if kind == "twilio":
+        return TwilioRestClient(account_sid, auth_token, base_url)
+    if kind == "fake":
+        return FakeTelephonyClient()
+    raise ValueError(f"TELEPHONY_CLIENT must be 'twilio' or 'fake', not {kind!r}")
