@@ -99,11 +99,19 @@ def _gather(response: VoiceResponse, action: str):
                            timeout=current_app.config["GATHER_TIMEOUT_SECONDS"])
 
 
-def _language_menu(config: LineConfig, attempt: int, *, welcome: bool) -> VoiceResponse:
+# Notice played before a menu is repeated, by the reason the menu interpreter gives.
+_NOTICE = {"no_input": "no_input", "invalid": "invalid_input"}
+
+
+def _notice(reason: str | None) -> tuple[str, ...]:
+    return (_NOTICE[reason],) if reason in _NOTICE else ()
+
+
+def _language_menu(config: LineConfig, attempt: int, *, lead: tuple[str, ...]) -> VoiceResponse:
     prompts = _prompts(config)
     response = VoiceResponse()
-    if welcome:
-        prompts.add(response, "welcome", config.default_language)
+    for key in lead:
+        prompts.add(response, key, config.default_language)
     action = external_url("voice.language", attempt=attempt)
     gather = _gather(response, action)
     for lang in config.languages:
@@ -133,7 +141,7 @@ def incoming():
     config = _config_or_fail(session)
     _current_call(session)
     session.commit()
-    return twiml_response(_language_menu(config, 1, welcome=True))
+    return twiml_response(_language_menu(config, 1, lead=("welcome",)))
 
 
 @bp.post("/ivr/language")
@@ -149,10 +157,8 @@ def language():
     _count_input(call, decision.reason)
     if decision.kind in ("repeat", "reprompt"):
         session.commit()
-        response = _language_menu(config, decision.next_attempt, welcome=False)
-        if decision.reason:
-            _prompt_before_menu(config, response, decision.reason, config.default_language)
-        return twiml_response(response)
+        return twiml_response(_language_menu(config, decision.next_attempt,
+                                             lead=_notice(decision.reason)))
     call.language = decision.value if decision.kind == "choice" else config.default_language
     if not _line_open(config):
         return _closed(session, config, call)
@@ -178,9 +184,8 @@ def topic():
     _count_input(call, decision.reason)
     if decision.kind in ("repeat", "reprompt"):
         session.commit()
-        lead = (decision.reason,) if decision.reason else ()
         return twiml_response(_topic_menu(config, language, decision.next_attempt,
-                                          lead=tuple(k for k in lead)))
+                                          lead=_notice(decision.reason)))
     if not _line_open(config):
         return _closed(session, config, call)
     if decision.kind == "person":
@@ -198,13 +203,6 @@ def _count_input(call: Call, reason: str | None) -> None:
         call.no_input_count += 1
     elif reason == "invalid":
         call.invalid_input_count += 1
-
-
-def _prompt_before_menu(config, response: VoiceResponse, reason: str, language: str) -> None:
-    # The language menu is rebuilt with the notice first: re-create the document in order.
-    notice = VoiceResponse()
-    _prompts(config).add(notice, reason, language)
-    response.verbs[0:0] = notice.verbs
 
 
 def _line_open(config: LineConfig) -> bool:
