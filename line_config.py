@@ -238,21 +238,24 @@ def document_sha256(document: dict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-_cache: dict[int, LineConfig] = {}
+_cache: dict[tuple[int, str], LineConfig] = {}
 
 
 def current_line_config(session: Session) -> LineConfig | None:
     """Return the configuration in force (the newest revision), or None if none was loaded.
 
-    Parsed documents are cached per revision id, so a request costs one indexed lookup.
+    Parsed documents are cached per (revision id, checksum), so a request costs one indexed
+    lookup and a database that was reset never serves another database's configuration.
     """
-    revision_id = session.scalar(select(ConfigRevision.id).order_by(ConfigRevision.id.desc()).limit(1))
-    if revision_id is None:
+    row = session.execute(select(ConfigRevision.id, ConfigRevision.sha256)
+                          .order_by(ConfigRevision.id.desc()).limit(1)).first()
+    if row is None:
         return None
-    config = _cache.get(revision_id)
+    key = (row.id, row.sha256)
+    config = _cache.get(key)
     if config is None:
-        document = session.scalar(select(ConfigRevision.document).where(ConfigRevision.id == revision_id))
+        document = session.scalar(select(ConfigRevision.document).where(ConfigRevision.id == row.id))
         config = parse_line_config(document)
         _cache.clear()
-        _cache[revision_id] = config
+        _cache[key] = config
     return config
