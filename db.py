@@ -53,12 +53,21 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def normalise_url(url: str) -> str:
+    """Map ``postgresql://`` and ``postgres://`` URLs to the installed psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine for ``url``; SQLite gets WAL, a busy timeout and write-locking transactions.
 
     On SQLite every transaction starts with BEGIN IMMEDIATE so that several gunicorn workers
     queue for the write lock (up to 30 s) instead of failing with "database is locked".
     """
+    url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 

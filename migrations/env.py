@@ -15,7 +15,7 @@ import ivr.models  # noqa: E402,F401
 import line_config  # noqa: E402,F401
 import recording.models  # noqa: E402,F401
 import routing.models  # noqa: E402,F401
-from db import Base, UTCDateTime  # noqa: E402
+from db import Base, UTCDateTime, normalise_url  # noqa: E402
 
 config = context.config
 target_metadata = Base.metadata
@@ -23,8 +23,8 @@ target_metadata = Base.metadata
 
 def _url() -> str:
     """The URL given by the caller (flask db, tests), else DATABASE_URL, else alembic.ini's."""
-    return (config.attributes.get("url") or os.environ.get("DATABASE_URL")
-            or config.get_main_option("sqlalchemy.url"))
+    return normalise_url(config.attributes.get("url") or os.environ.get("DATABASE_URL")
+                         or config.get_main_option("sqlalchemy.url"))
 
 
 def render_item(type_, obj, autogen_context):

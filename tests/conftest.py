@@ -26,8 +26,7 @@ SAMPLE_CONFIG = ROOT / "config" / "line.sample.yaml"
 PG_URL = os.environ.get("TEST_DATABASE_URL", "")
 
 
-def normalise_pg(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
+from db import normalise_url as normalise_pg  # noqa: E402
 
 
 def alembic_config(url: str) -> Config:
