@@ -25,6 +25,17 @@ class LineConfigError(ValueError):
     """The configuration is invalid; the message lists each bad field with its path."""
 
 
+def e164(value: str, region: str = "EE") -> str:
+    """Return ``value`` as an E.164 number (``+3726121360``); ValueError if it is not a valid number."""
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number ({exc})") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -91,12 +102,9 @@ class AgentConfig(_Strict):
                 raise ValueError("empty SIP URI or client identity")
             return value
         try:
-            number = phonenumbers.parse(value, "EE")
-        except phonenumbers.NumberParseException as exc:
-            raise ValueError(f"not a phone number, sip: URI or client: identity ({exc})") from exc
-        if not phonenumbers.is_valid_number(number):
-            raise ValueError("not a valid phone number")
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+            return e164(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; expected a phone number, sip: URI or client: identity") from None
 
     @property
     def endpoint_kind(self) -> str:
@@ -119,13 +127,7 @@ class UnitConfig(_Strict):
     @field_validator("phone_number")
     @classmethod
     def _e164(cls, value: str) -> str:
-        try:
-            number = phonenumbers.parse(value, "EE")
-        except phonenumbers.NumberParseException as exc:
-            raise ValueError(f"not a phone number ({exc})") from exc
-        if not phonenumbers.is_valid_number(number):
-            raise ValueError("not a valid phone number")
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return e164(value)
 
 
 REQUIRED_PROMPTS = (

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 
 from flask import current_app, request, url_for
 from sqlalchemy import select
@@ -22,6 +21,7 @@ from line_config import LineConfig, current_line_config
 from routing import dispatch as acd
 from routing.models import Agent, Queue, Unit
 from telephony.client import TelephonyError
+from telephony.params import parse_int, parse_timestamp
 from telephony.signature import provider_blueprint
 from telephony.twiml import VoiceResponse, dial_endpoint, twiml_response
 
@@ -413,7 +413,7 @@ def dial_after():
     config = _config_or_fail(session)
     call = _current_call(session)
     status = request.form.get("DialCallStatus", "failed")
-    duration = _int_or_none(request.form.get("DialCallDuration"))
+    duration = parse_int(request.form.get("DialCallDuration"))
     outcome = call_log.agent_leg_ended(session, call, status, duration, now())
     response = VoiceResponse()
     if outcome == "done":
@@ -454,27 +454,9 @@ def status():
     session = get_session()
     call = _current_call(session)
     call_log.apply_status_callback(session, call, request.form.get("CallStatus", ""), now(),
-                                   timestamp=_timestamp(request.form.get("Timestamp")))
+                                   timestamp=parse_timestamp(request.form.get("Timestamp")))
     session.commit()
     return twiml_response(VoiceResponse())
-
-
-def _int_or_none(value: str | None) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except ValueError:
-        return None
-
-
-def _timestamp(value: str | None) -> datetime | None:
-    """Parse the provider's RFC 2822 ``Timestamp`` (UTC); None when absent or malformed."""
-    if not value:
-        return None
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 def dispatch_and_connect(session) -> int:

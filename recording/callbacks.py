@@ -2,33 +2,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recording.models import Recording
+from telephony.params import parse_int, parse_timestamp
 
 # Later statuses win over earlier ones; a late 'in-progress' never undoes 'completed'.
 _STATUS_RANK = {"in-progress": 0, "paused": 1, "stopped": 2, "processing": 3,
                 "completed": 4, "absent": 4, "failed": 4, "deleted": 5}
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
-
-
-def _time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return parsed if parsed.tzinfo else None
 
 
 def store_recording_callback(session: Session, params: dict[str, str], now: datetime) -> Recording | None:
@@ -48,11 +31,11 @@ def store_recording_callback(session: Session, params: dict[str, str], now: date
     elif _STATUS_RANK.get(status, 0) < _STATUS_RANK.get(recording.status, 0):
         return recording
     recording.status = status
-    recording.duration_seconds = _int(params.get("RecordingDuration")) or recording.duration_seconds
-    recording.channels = _int(params.get("RecordingChannels")) or recording.channels
+    recording.duration_seconds = parse_int(params.get("RecordingDuration")) or recording.duration_seconds
+    recording.channels = parse_int(params.get("RecordingChannels")) or recording.channels
     recording.url = params.get("RecordingUrl", recording.url) or recording.url
     recording.source = params.get("RecordingSource") or recording.source
-    recording.started_at = _time(params.get("RecordingStartTime")) or recording.started_at
+    recording.started_at = parse_timestamp(params.get("RecordingStartTime")) or recording.started_at
     recording.updated_at = now
     session.flush()
     return recording
