@@ -65,7 +65,9 @@ def make_engine(url: str) -> Engine:
     """Create an engine for ``url``; SQLite gets WAL, a busy timeout and write-locking transactions.
 
     On SQLite every transaction starts with BEGIN IMMEDIATE so that several gunicorn workers
-    queue for the write lock (up to 30 s) instead of failing with "database is locked".
+    queue for the write lock (up to 30 s) instead of failing with "database is locked";
+    connections with the execution option ``read_only=True`` (see :func:`get_read_session`)
+    start a plain deferred BEGIN instead, so a long report never holds up the webhooks.
     """
     url = normalise_url(url)
     if url.startswith("sqlite"):
@@ -83,7 +85,10 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if conn.get_execution_options().get("read_only"):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
@@ -105,10 +110,26 @@ def get_session() -> Session:
     return session
 
 
+def get_read_session() -> Session:
+    """Return a session for reading only (reports): on SQLite it never takes the write lock.
+
+    Closed at teardown like :func:`get_session`. Writing through it is a programming error.
+    """
+    from flask import current_app, g
+
+    session = g.get("db_read_session")
+    if session is None:
+        engine = current_app.extensions["db_engine"].execution_options(read_only=True)
+        session = Session(bind=engine)
+        g.db_read_session = session
+    return session
+
+
 def close_session(_exc: BaseException | None = None) -> None:
-    """Teardown hook: roll back whatever was not committed and close the session."""
+    """Teardown hook: roll back whatever was not committed and close the sessions."""
     from flask import g
 
-    session = g.pop("db_session", None)
-    if session is not None:
-        session.close()
+    for key in ("db_session", "db_read_session"):
+        session = g.pop(key, None)
+        if session is not None:
+            session.close()

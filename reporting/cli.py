@@ -12,7 +12,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from db import get_session
+from db import get_read_session
 from reporting.metrics import MetricsAccumulator
 from reporting.report import IN_IVR, Report, build_report
 
@@ -76,7 +76,7 @@ def render_table(report: Report) -> str:
         hours = "" if round(day.hours) == 24 else f" ({day.hours:g} h day)"
         rows.append(_row(iso, f"day total{hours}", day.total))
         rows.append(f"{iso}  {_not_offered_text(day.not_offered_total, day.not_offered)}")
-    rows.append(_row("range", f"total {report.start} – {report.end}", report.total))
+    rows.append(_row("range", "total", report.total))
     rows.append(f"range  {_not_offered_text(report.not_offered_total, report.not_offered)}")
 
     table = [list(HEADERS)] + [r for r in rows if isinstance(r, list)]
@@ -161,12 +161,12 @@ def report_command(start: date, end: date, threshold: int | None, tz_name: str |
                    fmt: str) -> None:
     """Service level, answer and abandonment rates, ASA and talk time per local day and queue."""
     if start > end:
-        raise click.BadParameter(f"--from {start} is after --to {end}", param_hint="'--from'")
+        raise click.UsageError(f"--from {start} is after --to {end}")
     threshold = current_app.config["SERVICE_LEVEL_SECONDS"] if threshold is None else threshold
     tz_name = current_app.config["TIMEZONE"] if tz_name is None else tz_name
     try:
         ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
         raise click.BadParameter(f"unknown time zone {tz_name!r}", param_hint="'--timezone'") from None
-    report = build_report(get_session(), start, end, tz_name, threshold)
+    report = build_report(get_read_session(), start, end, tz_name, threshold)
     click.echo(render_table(report) if fmt == "table" else render_csv(report), nl=False)

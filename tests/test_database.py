@@ -91,3 +91,28 @@ def test_naive_datetimes_are_refused(session):
                      last_event_at=datetime(2026, 7, 1, 12, 0)))
     with pytest.raises(Exception, match="naive datetime"):
         session.commit()
+
+
+def test_sqlite_read_session_does_not_block_writers(tmp_path):
+    """A report reading on SQLite must not hold the write lock the webhooks need."""
+    from alembic import command
+    from flask import Flask
+
+    from db import get_read_session, make_engine, make_sessionmaker
+
+    url = f"sqlite:///{tmp_path / 'rw.db'}"
+    command.upgrade(alembic_config(url), "head")
+    app = Flask(__name__)
+    engine = make_engine(url)
+    app.extensions["db_engine"] = engine
+    with app.app_context():
+        reader = get_read_session()
+        reader.execute(select(Call.id)).all()  # transaction open, as during a long report
+        writer = make_sessionmaker(engine.execution_options())()
+        writer.connection().exec_driver_sql("PRAGMA busy_timeout=100")
+        writer.add(Call(call_sid="CA" + "2" * 32, arrived_at=datetime.now(timezone.utc),
+                        last_event_at=datetime.now(timezone.utc)))
+        writer.commit()
+        writer.close()
+        reader.close()
+    engine.dispose()

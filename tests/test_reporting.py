@@ -185,6 +185,7 @@ def test_grouping_per_local_day_and_queue(session, queues):
         # --- 2026-12-02
         offered_call(a, utc(2026, 12, 1, 22, 30), end_after=40),                                # 00:30 local on 2 Dec
         not_offered_call(utc(2026, 12, 2, 21, 59), "ivr_abandoned"),                            # 23:59 local
+        not_offered_call(utc(2026, 12, 1, 22, 30), "out_of_hours"),                             # 00:30 local
         # --- outside the range
         offered_call(a, utc(2026, 11, 30, 21, 59), answer_after=1, end_after=60, talk=59),      # 23:59 on 30 Nov
         not_offered_call(utc(2026, 11, 30, 21, 59), "ivr_abandoned"),
@@ -228,12 +229,14 @@ def test_grouping_per_local_day_and_queue(session, queues):
     assert counts(dec2.total) == (1, 0, 1, 0, 0)
     assert dec2.total.sl_offered == 0.0
     assert dec2.total.asa is None
-    assert dict(dec2.not_offered) == {"ivr_abandoned": 1}
+    assert dict(dec2.not_offered) == {"ivr_abandoned": 1, "out_of_hours": 1}
 
     assert counts(report.total) == (8, 5, 2, 1, 3)
     assert report.total.sl_offered == pytest.approx(3 / 8)
     assert report.total.abandonment_rate == pytest.approx(2 / 8)
-    assert report.not_offered_total == 5
+    assert report.not_offered_total == 6
+    assert dict(report.not_offered) == {"ivr_abandoned": 2, "out_of_hours": 2, "transferred": 1,
+                                        "in_ivr": 1}
 
 
 def test_empty_period_is_no_data(session, queues):
@@ -263,6 +266,7 @@ def test_range_over_the_autumn_dst_change(session, queues):
         offered_call(a, utc(2026, 10, 26, 22, 0), answer_after=5, end_after=60),    # 00:00 on 27 Oct: out
         not_offered_call(utc(2026, 10, 25, 21, 45), "out_of_hours"),                # 23:45 EET on 25 Oct
         not_offered_call(utc(2026, 10, 24, 20, 45), "ivr_abandoned"),               # 23:45 EEST on 24 Oct
+        not_offered_call(utc(2026, 10, 24, 21, 15), "ivr_abandoned"),               # 00:15 EEST on 25 Oct
     ])
     session.commit()
 
@@ -273,7 +277,7 @@ def test_range_over_the_autumn_dst_change(session, queues):
     oct25 = by_day[date(2026, 10, 25)]
     assert counts(oct25.queues["et.pension"]) == (2, 2, 0, 0, 2)
     assert counts(oct25.queues["ru.general"]) == (2, 1, 1, 0, 0)
-    assert dict(oct25.not_offered) == {"out_of_hours": 1}
+    assert dict(oct25.not_offered) == {"out_of_hours": 1, "ivr_abandoned": 1}
     assert dict(by_day[date(2026, 10, 24)].not_offered) == {"ivr_abandoned": 1}
     assert counts(report.total) == (6, 5, 1, 0, 4)
 
@@ -315,7 +319,7 @@ def test_cli_table(loaded_app, session):
     assert _cells(out, "2026-12-01", "et.pension") == expected
     assert _cells(out, "2026-12-01", "day total") == expected
     assert _cells(out, "2026-12-02", "day total") == ["0", "0", "0", "0", "–", "–", "–", "–", "–"]
-    assert _cells(out, "range", "total 2026-12-01 – 2026-12-02") == expected
+    assert _cells(out, "range", "total") == expected
     assert "2026-12-01  not offered: 2 (ivr_abandoned 1, out_of_hours 1)" in out
     assert "2026-12-02  not offered: 0" in out
 
