@@ -40,3 +40,9 @@ test: setup
 
 clean:
 	rm -rf instance .pytest_cache
+
+# Webhook throughput and worker memory budgets, on PostgreSQL (BENCH_DATABASE_URL, default
+# postgresql://postgres@127.0.0.1:5432/test) under gunicorn; needs wrk (apt-get install wrk).
+.PHONY: bench
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/webhook_throughput.py $(BENCH_ARGS)
