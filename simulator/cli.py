@@ -1,4 +1,175 @@
+"""``flask simulate``: replay a day of real call records through the service's webhooks."""
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+
 import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from config import SETTINGS
+from simulator.data import (DEFAULT_DATA, REPO_ROOT, DataError, DayFigures, day_figures, days_in,
+                            read_records)
+from simulator.engine import (CENTRE_TZ, SAMPLE_CONFIG, Options, Result, Simulation,
+                              SimulationError, agent_shifts)
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def run_simulation(data: Path, day: date | None = None, *, limit: int | None = None,
+                   options: Options | None = None, settings: dict | None = None
+                   ) -> tuple[Result, DayFigures, DayFigures]:
+    """Replay ``day`` of the file ``data`` (default its first day) against the current app's database.
+
+    Returns the run, the input-side figures of the replayed rows and the simulated figures
+    from the call log. Raises DataError / SimulationError for unusable input.
+    """
+    options = options or Options()
+    records = read_records(data)
+    days = days_in(records)
+    if not days:
+        raise SimulationError(f"{data}: no call records")
+    day = day or days[0]
+    day_records = [r for r in records if r.date == day]
+    if not day_records:
+        raise SimulationError(f"{data}: no records on {day} (the file has {days[0]} to {days[-1]})")
+    selected = day_records
+    if limit is not None:
+        calls = sorted((r for r in day_records if not r.phantom), key=lambda r: (r.vru_entry, r.line))
+        selected = calls[:limit]
+    talk_pool = [r.ser_time for r in day_records if r.answered]
+    settings = dict(settings if settings is not None else
+                    {s.name: current_app.config[s.name] for s in SETTINGS if s.name in current_app.config})
+    simulation = Simulation(selected, day=day, talk_pool=talk_pool, shifts=agent_shifts(day_records),
+                            settings=settings, options=options)
+    result = simulation.run()
+    result.file_rows = len(records)
+    expected = day_figures(selected, threshold=settings.get("SERVICE_LEVEL_SECONDS", 20))
+    simulated = result.figures
+    return result, expected, simulated
+
+
+def _pct(value: float | None) -> str:
+    return "no data" if value is None else f"{100 * value:.1f} %"
+
+
+def _secs(value: float | None) -> str:
+    return "no data" if value is None else f"{value:.1f} s"
+
+
+def _local(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(CENTRE_TZ).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_report(result: Result, expected: DayFigures, simulated: DayFigures, *, data: Path,
+                  limit: int | None, options: Options) -> str:
+    """The plain-text summary printed by ``flask simulate``."""
+    day = result.day
+    span = ((result.last_event - result.first_event).total_seconds()
+            if result.first_event and result.last_event else 0)
+    hours, rest = divmod(int(span), 3600)
+    lines = [
+        f"Simulated {day.isoformat()} ({day.strftime('%A')}) from {_display_path(data)}"
+        + (f", first {limit} calls" if limit is not None else ""),
+        f"  rows read            {result.rows} of {result.file_rows} in the file "
+        f"({expected.phantom} PHANTOM ignored)",
+        f"  calls placed         {len(result.calls)}",
+        f"  agents               {len(result.agents)} (one per `server` name of the day; "
+        f"{sum(a.calls_answered for a in result.agents)} calls answered)",
+        f"  webhook requests     {result.webhook_requests} (+ {result.api_requests} agent API requests)",
+        f"  errors               {len(result.errors)} (expected 0)",
+        f"  anomalies            {len(result.anomalies)} (expected 0: offers to a busy or absent "
+        f"agent, unexpected redirects)",
+        f"  REST redirects       {result.rest_redirects} (waiting callers moved to a free agent)",
+        f"  virtual span         {_local(result.first_event)} to {_local(result.last_event)} "
+        f"Europe/Tallinn ({hours} h {rest // 60} min; {result.events} events)",
+        f"  wall clock           {result.wall_seconds:.1f} s",
+        "",
+        f"  {'':28}{'input file':>12}{'simulated':>12}",
+    ]
+    rows = [
+        ("offered", expected.offered, simulated.offered),
+        ("answered", expected.answered, simulated.answered),
+        ("abandoned", expected.abandoned, simulated.abandoned),
+        ("IVR-only (hung up in IVR)", expected.ivr_only, simulated.ivr_only),
+        (f"answered within {expected.threshold} s", expected.answered_within, simulated.answered_within),
+        (f"service level ({expected.threshold} s)", _pct(expected.service_level),
+         _pct(simulated.service_level)),
+        ("ASA", _secs(expected.asa), _secs(simulated.asa)),
+    ]
+    lines += [f"  {name:28}{str(a):>12}{str(b):>12}" for name, a, b in rows]
+    wrap = (f"wrap-up {options.wrap_up:g} s" + (" (the data's ser_time is talk only)"
+                                                 if options.wrap_up == 0 else ""))
+    lines += [
+        "",
+        "Notes:",
+        "  - Business hours are ignored (HOURS_ALWAYS_OPEN): this replays another centre's history,",
+        "    its times read as Europe/Tallinn local time on the record's date.",
+        "  - Pooled centre: every simulated agent has every queue of the line as a skill. Agents work",
+        "    from their first service of the day minus 1 min to their last one, without breaks,",
+        f"    answer within {options.answer_delay:g} s, {wrap}; so waits are shorter and",
+        "    abandons rarer than in the data.",
+        "  - Callers: PE rows choose English, others Estonian 75 % / Russian 25 %; topics by weight;",
+        "    HANG rows that queued give up q_time s after their <Enqueue>/<Dial> (after the",
+        "    'all busy' prompt); served rows wait as long as needed; IVR hang-ups never queue.",
+        "  - Input: offered = AGENT or queued (PHANTOM ignored); SL = AGENT with q_time <= "
+        f"{expected.threshold} s / offered;",
+        "    ASA = mean q_time of AGENT rows. Simulated: from the service's call log (offered = entered",
+        "    a queue; wait = queue entry to agent answer).",
+    ]
+    if result.gave_up_max_wait:
+        lines.append(f"  - {result.gave_up_max_wait} caller(s) gave up after --max-wait "
+                     f"{options.max_wait:g} s.")
+    if result.anomalies:
+        lines.append(f"  - {len(result.anomalies)} anomalies, first: {result.anomalies[0]}")
+    for error in result.errors[:10]:
+        lines.append(f"  ! {error}")
+    lines += ["", "Next: flask report --from {0} --to {0}".format(day.isoformat())]
+    return "\n".join(lines)
+
+
 @click.command("simulate")
-def simulate_command():
-    """placeholder"""
+@click.option("--data", "data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=DEFAULT_DATA, show_default="the shipped October 1999 excerpt",
+              help="Anonymous Bank call records (raw TSV, gzip or not).")
+@click.option("--day", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Day to replay, YYYY-MM-DD (default: the first day in the file).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Replay only the day's first N calls (by arrival).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the random draws.")
+@click.option("--wrap-up", "wrap_up", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Agent wrap-up seconds after each call (the data's ser_time is talk only).")
+@click.option("--answer-delay", "answer_delay", type=click.FloatRange(min=0), default=2.0,
+              show_default=True, help="Seconds an agent's phone rings before they answer.")
+@click.option("--max-wait", "max_wait", type=click.FloatRange(min=0), default=3600.0,
+              show_default=True,
+              help="A caller the data shows served gives up after this wait (0: never).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=SAMPLE_CONFIG, show_default="config/line.sample.yaml",
+              help="Line configuration whose agents are replaced by the day's agents.")
+@with_appcontext
+def simulate_command(data: Path, day: datetime | None, limit: int | None, seed: int,
+                     wrap_up: float, answer_delay: float, max_wait: float, config_path: Path) -> None:
+    """Replay a day of real call records through the webhooks on a virtual clock.
+
+    Places one call per record (the provider's side: signed requests, TwiML walking, queues,
+    agent legs, recordings, status callbacks) and drives the day's agents through the JSON
+    API. Writes the calls into the configured database; loads the day's agents into the line
+    configuration. Prints the run's figures next to the same figures computed from the file.
+    """
+    options = Options(seed=seed, wrap_up=wrap_up, answer_delay=answer_delay, max_wait=max_wait,
+                      config_path=config_path)
+    try:
+        result, expected, simulated = run_simulation(
+            data, day.date() if day else None, limit=limit, options=options)
+    except (DataError, SimulationError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(format_report(result, expected, simulated, data=data, limit=limit, options=options))
+    if result.errors:
+        raise SystemExit(1)
