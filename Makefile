@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 FLASK  := $(BIN)/flask --app app
 DEMO_DB  := instance/demo.db
-DEMO_DAY ?= 1999-10-04
+DEMO_DAY ?= 1999-10-25
 # The demo signs its own simulated provider requests; this token exists only for the demo.
 DEMO_ENV := DATABASE_URL=sqlite:///$(DEMO_DB) TWILIO_AUTH_TOKEN=demo-only-not-a-secret \
             TELEPHONY_CLIENT=fake PUBLIC_BASE_URL=https://sim.hotline.invalid
