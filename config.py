@@ -60,6 +60,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AGENT_RING_SECONDS", 20, int, "Seconds an agent's phone rings before the offer is withdrawn."),
     Setting("HOLD_SECONDS", 20, int, "Seconds of hold music between queue announcements."),
     Setting("HOLD_MUSIC_URL", "", str, "Audio URL played while waiting; empty means silence."),
+    Setting("CONFIG_REFRESH_SECONDS", 5.0, float,
+            "How often a worker re-checks for a newly loaded line configuration."),
     Setting("STALE_CALL_HOURS", 4, int,
             "A call with no event for this long and no final status is closed by 'flask calls close-stale'."),
     Setting("AUDIO_DIR", "instance/audio", str, "Directory for rendered prompt audio files."),

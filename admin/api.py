@@ -13,11 +13,11 @@ from routing.models import Agent, Queue, QueueEntry
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
-def _agent_json(agent: Agent) -> dict:
+def _agent_json(agent: Agent, skills=None) -> dict:
     return {"id": agent.id, "name": agent.name, "state": agent.state,
             "endpoint_kind": agent.endpoint_kind, "endpoint": agent.endpoint,
             "state_changed_at": agent.state_changed_at.isoformat(),
-            "skills": sorted(s.skill for s in agent.skills)}
+            "skills": sorted(s.skill for s in (agent.skills if skills is None else skills))}
 
 
 @bp.get("/agents")
@@ -51,8 +51,9 @@ def change_agent_state(key: str):
     except AgentStateError as exc:
         session.rollback()
         return jsonify(error=str(exc)), 409
+    skills = agent.skills  # loaded inside this transaction, not lazily after the commit
     dispatch_and_connect(session)
-    return jsonify(agent=_agent_json(agent))
+    return jsonify(agent=_agent_json(agent, skills))
 
 
 @bp.get("/queues")

@@ -46,6 +46,7 @@ def config_load(path: Path) -> None:
     session = get_session()
     counts = apply_line_config(session, config, document, _now(), source_name=str(path))
     session.commit()
+    current_app.extensions.pop("line_config_cache", None)
     click.echo(f"loaded {path}: {counts['queues']} queues, {counts['agents']} agents, "
                f"{counts['units']} units")
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from db import UTCDateTime
 from ivr.models import Call
 from routing import dispatch as acd
 from routing.models import Queue
@@ -19,31 +19,35 @@ from routing.models import Queue
 FINAL_PROVIDER_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
+# One statement for the busiest webhook: the same SQL on PostgreSQL and SQLite, compiled once.
+_RECORD_ARRIVAL = text("""
+    INSERT INTO calls (call_sid, from_number, to_number, arrived_at, last_event_at, status,
+                       priority, no_input_count, invalid_input_count, closed_by_sweep, source)
+    VALUES (:call_sid, :from_number, :to_number, :now, :now, 'ivr', 0, 0, 0, :false, :source)
+    ON CONFLICT (call_sid) DO UPDATE SET last_event_at = CASE
+        WHEN excluded.last_event_at > calls.last_event_at THEN excluded.last_event_at
+        ELSE calls.last_event_at END
+""").bindparams(bindparam("now", type_=UTCDateTime), bindparam("false", value=False))
+
+
+def record_arrival(session: Session | Connection, call_sid: str, now: datetime, *, from_number: str = "",
+                   to_number: str = "", source: str = "live") -> None:
+    """Log an incoming call (arrived at ``now``) in one statement; a repeated webhook only
+    moves ``last_event_at`` forward. Use :func:`upsert_call` when the row is needed."""
+    session.execute(_RECORD_ARRIVAL, {"call_sid": call_sid, "from_number": from_number[:64],
+                                      "to_number": to_number[:64], "now": now, "source": source})
+
+
 def upsert_call(session: Session, call_sid: str, now: datetime, *, from_number: str = "",
                 to_number: str = "", source: str = "live") -> Call:
     """Return the call with ``call_sid``, creating it (arrived at ``now``) if this is its first event.
 
-    Safe when two requests for a new CallSid race on several workers: the insert does nothing
-    on conflict and the row is read back. Moves ``last_event_at`` forward, never back.
+    Safe when two requests for a new CallSid race on several workers (insert on conflict
+    update). Moves ``last_event_at`` forward, never back.
     """
-    call = session.scalar(select(Call).where(Call.call_sid == call_sid))
-    if call is None:
-        dialect = session.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        session.execute(insert(Call).values(
-            call_sid=call_sid, from_number=from_number[:64], to_number=to_number[:64],
-            arrived_at=now, last_event_at=now, status="ivr", priority=0, no_input_count=0,
-            invalid_input_count=0, closed_by_sweep=False, source=source,
-        ).on_conflict_do_nothing(index_elements=["call_sid"]))
-        call = session.scalar(select(Call).where(Call.call_sid == call_sid))
-    else:
-        if from_number and not call.from_number:
-            call.from_number = from_number[:64]
-        if to_number and not call.to_number:
-            call.to_number = to_number[:64]
-    if now > call.last_event_at:
-        call.last_event_at = now
-    return call
+    record_arrival(session, call_sid, now, from_number=from_number, to_number=to_number,
+                   source=source)
+    return session.scalar(select(Call).where(Call.call_sid == call_sid))
 
 
 def find_call(session: Session, call_sid: str) -> Call | None:

@@ -6,12 +6,13 @@ Each view parses the request, calls domain functions, commits once, then does ou
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 
-from flask import current_app, request, url_for
+from flask import Response, current_app, request, url_for
 from sqlalchemy import select
 
-from db import get_session
+from db import get_read_session, get_session, single_statement
 from ivr import calls as call_log
 from ivr.hours import is_open
 from ivr.menu import interpret
@@ -73,11 +74,36 @@ def _call_language(config: LineConfig, call: Call | None) -> str:
     return (call.language if call is not None and call.language else config.default_language)
 
 
-def _config_or_fail(session) -> LineConfig:
-    config = current_line_config(session)
-    if config is None:
-        raise RuntimeError("no line configuration loaded: run 'flask config load FILE'")
-    return config
+def _config_or_fail() -> LineConfig:
+    """The configuration in force, re-read from the database at most every CONFIG_REFRESH_SECONDS.
+
+    Read through a read-only session that is released at once, so the lookup never holds a
+    lock the request's own writes need.
+    """
+    cache = current_app.extensions.setdefault("line_config_cache", {})
+    checked = cache.get("checked_at")
+    clock = time.monotonic()
+    if checked is None or clock - checked >= current_app.config["CONFIG_REFRESH_SECONDS"]:
+        reader = get_read_session()
+        config = current_line_config(reader)
+        reader.rollback()
+        if config is None:
+            raise RuntimeError("no line configuration loaded: run 'flask config load FILE'")
+        if cache.get("config") is not config:
+            cache.clear()
+            cache["config"] = config
+        cache["checked_at"] = clock
+    return cache["config"]
+
+
+def _cached_twiml(key: str, build) -> bytes:
+    """TwiML that depends only on the configuration and the public URL, built once per both."""
+    cache = current_app.extensions["line_config_cache"]
+    full_key = (key, current_app.config["PUBLIC_BASE_URL"] or request.host_url)
+    body = cache.get(full_key)
+    if body is None:
+        body = cache[full_key] = build().to_xml(xml_declaration=True).encode("utf-8")
+    return body
 
 
 def _current_call(session) -> Call:
@@ -137,18 +163,20 @@ def _topic_menu(config: LineConfig, language: str, attempt: int, *,
 @bp.post("/voice")
 def incoming():
     """Incoming call: greeting with the recording notice, then the language menu."""
-    session = get_session()
-    config = _config_or_fail(session)
-    _current_call(session)
-    session.commit()
-    return twiml_response(_language_menu(config, 1, lead=("welcome",)))
+    config = _config_or_fail()
+    form = request.form
+    with single_statement(current_app.extensions["db_engine"]) as conn:
+        call_log.record_arrival(conn, form.get("CallSid", ""), now(),
+                                from_number=form.get("From", ""), to_number=form.get("To", ""))
+    body = _cached_twiml("incoming", lambda: _language_menu(config, 1, lead=("welcome",)))
+    return Response(body, content_type="text/xml; charset=utf-8")
 
 
 @bp.post("/ivr/language")
 def language():
     """Language menu action: pick et/ru/en by key; re-prompt, then go to a person."""
     session = get_session()
-    config = _config_or_fail(session)
+    config = _config_or_fail()
     call = _current_call(session)
     attempt = _int_arg("attempt")
     decision = interpret(request.form.get("Digits"), config.language_keys(), attempt=attempt,
@@ -173,7 +201,7 @@ def language():
 def topic():
     """Topic menu action: a skill queue, a transfer to a unit, or a person."""
     session = get_session()
-    config = _config_or_fail(session)
+    config = _config_or_fail()
     call = _current_call(session)
     language = _call_language(config, call)
     attempt = _int_arg("attempt")
@@ -320,7 +348,7 @@ def queue_wait():
     only if that evidently failed (the offer is older than ``OFFER_REDIRECT_GRACE`` seconds).
     """
     session = get_session()
-    config = _config_or_fail(session)
+    config = _config_or_fail()
     call = _current_call(session)
     mine = None
     others: list[str] = []
@@ -356,7 +384,7 @@ def _offer_is_stale(session, call: Call) -> bool:
 def queue_connect():
     """A waiting caller was offered an agent: dial the agent, recording both channels."""
     session = get_session()
-    config = _config_or_fail(session)
+    config = _config_or_fail()
     call = _current_call(session)
     agent = acd.offered_agent(session, call.id) if call.status == "connecting" else None
     session.commit()
@@ -380,9 +408,10 @@ def queue_after():
     response = VoiceResponse()
     if result == "hangup":
         call_log.end_call(session, call, now(), now())
+        return _after_call_left(session, response)
     elif result in ("error", "system-error", "queue-full"):
         log.error("provider queue error %s for %s", result, call.call_sid)
-        config = _config_or_fail(session)
+        config = _config_or_fail()
         call_log.end_call(session, call, now(), now())
         _prompts(config).add(response, "technical_error", _call_language(config, call))
         response.hangup()
@@ -394,7 +423,7 @@ def queue_after():
 def agent_answer():
     """Agent leg answered (``<Number url>``): stamp the answer, then tell the agent the call is recorded."""
     session = get_session()
-    config = _config_or_fail(session)
+    config = _config_or_fail()
     call_sid = request.args.get("call") or request.form.get("ParentCallSid", "")
     call = call_log.find_call(session, call_sid)
     response = VoiceResponse()
@@ -410,10 +439,14 @@ def agent_answer():
 def dial_after():
     """Agent ``<Dial>`` ended: done after a conversation, otherwise back to the queue in place."""
     session = get_session()
-    config = _config_or_fail(session)
+    config = _config_or_fail()
     call = _current_call(session)
     status = request.form.get("DialCallStatus", "failed")
     duration = parse_int(request.form.get("DialCallDuration"))
+    if status != "completed" and request.form.get("CallStatus") in call_log.FINAL_PROVIDER_STATUSES:
+        # The caller hung up while the agent's phone rang: not the agent's failure.
+        call_log.end_call(session, call, now(), now())
+        return _after_call_left(session, VoiceResponse())
     outcome = call_log.agent_leg_ended(session, call, status, duration, now())
     response = VoiceResponse()
     if outcome == "done":
@@ -434,7 +467,7 @@ def dial_after():
 def transfer_after():
     """Unit transfer ended: done if the unit answered, otherwise to a person in the general queue."""
     session = get_session()
-    config = _config_or_fail(session)
+    config = _config_or_fail()
     call = _current_call(session)
     status = request.form.get("DialCallStatus", "failed")
     if status == "completed" or call.status == "ended":
@@ -453,10 +486,21 @@ def status():
     """Call status callback: a final status ends the call; duplicates and late ones change nothing."""
     session = get_session()
     call = _current_call(session)
-    call_log.apply_status_callback(session, call, request.form.get("CallStatus", ""), now(),
-                                   timestamp=parse_timestamp(request.form.get("Timestamp")))
+    freed_agent = call.status in ("queued", "connecting")
+    ended = call_log.apply_status_callback(session, call, request.form.get("CallStatus", ""),
+                                           now(), timestamp=parse_timestamp(request.form.get("Timestamp")))
+    if ended and freed_agent:
+        return _after_call_left(session, VoiceResponse())
     session.commit()
     return twiml_response(VoiceResponse())
+
+
+def _after_call_left(session, response: VoiceResponse):
+    """A waiting or ringing caller hung up: an agent it held may take the next caller at once."""
+    _, others = _dispatch(session, None)
+    session.commit()
+    _redirect_to_agents(others)
+    return twiml_response(response)
 
 
 def dispatch_and_connect(session) -> int:

@@ -55,8 +55,9 @@ def dispatch(session: Session, now: datetime, *, limit: int = 50) -> list[Assign
     available can serve are skipped, so one blocked queue does not hold up the others.
     At most ``limit`` calls are considered per invocation.
     """
-    entries = session.scalars(_lock(
-        select(QueueEntry)
+    rows = session.execute(_lock(
+        select(QueueEntry.id, QueueEntry.call_id, QueueEntry.queue_id, Queue.name)
+        .join(Queue, Queue.id == QueueEntry.queue_id)
         .where(QueueEntry.state == "waiting")
         .where(exists().where(and_(
             AgentSkill.skill == Queue.name,
@@ -67,9 +68,8 @@ def dispatch(session: Session, now: datetime, *, limit: int = 50) -> list[Assign
         .limit(limit), session, of=QueueEntry)).all()
     assignments: list[Assignment] = []
     taken: set[int] = set()
-    for entry in entries:
-        queue_name = session.scalar(select(Queue.name).where(Queue.id == entry.queue_id))
-        stmt = (select(Agent)
+    for entry_id, call_id, queue_id, queue_name in rows:
+        stmt = (select(Agent.id)
                 .join(AgentSkill, AgentSkill.agent_id == Agent.id)
                 .where(AgentSkill.skill == queue_name, Agent.state == "available",
                        Agent.current_call_id.is_(None))
@@ -78,36 +78,34 @@ def dispatch(session: Session, now: datetime, *, limit: int = 50) -> list[Assign
                 .limit(1))
         if taken:
             stmt = stmt.where(Agent.id.not_in(taken))
-        agent = session.scalars(_lock(stmt, session, of=Agent)).first()
-        if agent is None:
+        agent_id = session.scalars(_lock(stmt, session, of=Agent)).first()
+        if agent_id is None:
             continue
-        if _claim(session, entry, agent, now):
-            taken.add(agent.id)
-            assignments.append(Assignment(entry.call_id, agent.id, entry.queue_id))
+        if _claim(session, entry_id, call_id, agent_id, now):
+            taken.add(agent_id)
+            assignments.append(Assignment(call_id, agent_id, queue_id))
     return assignments
 
 
-def _claim(session: Session, entry: QueueEntry, agent: Agent, now: datetime) -> bool:
+def _claim(session: Session, entry_id: int, call_id: int, agent_id: int, now: datetime) -> bool:
     took_agent = session.execute(
         update(Agent)
-        .where(Agent.id == agent.id, Agent.state == "available", Agent.current_call_id.is_(None))
-        .values(state="busy", current_call_id=entry.call_id, state_changed_at=now)
-        .execution_options(synchronize_session=False)).rowcount
+        .where(Agent.id == agent_id, Agent.state == "available", Agent.current_call_id.is_(None))
+        .values(state="busy", current_call_id=call_id, state_changed_at=now)
+        .execution_options(synchronize_session="fetch")).rowcount
     if took_agent != 1:
         return False
     took_call = session.execute(
         update(QueueEntry)
-        .where(QueueEntry.id == entry.id, QueueEntry.state == "waiting",
+        .where(QueueEntry.id == entry_id, QueueEntry.state == "waiting",
                QueueEntry.agent_id.is_(None))
-        .values(state="offered", agent_id=agent.id, offered_at=now)
-        .execution_options(synchronize_session=False)).rowcount
+        .values(state="offered", agent_id=agent_id, offered_at=now)
+        .execution_options(synchronize_session="fetch")).rowcount
     if took_call != 1:
-        session.execute(update(Agent).where(Agent.id == agent.id)
+        session.execute(update(Agent).where(Agent.id == agent_id)
                         .values(state="available", current_call_id=None)
-                        .execution_options(synchronize_session=False))
+                        .execution_options(synchronize_session="fetch"))
         return False
-    session.expire(agent)
-    session.expire(entry)
     return True
 
 

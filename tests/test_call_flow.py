@@ -341,3 +341,37 @@ def test_unexpected_error_answers_with_twiml_not_500(caller, loaded_app, monkeyp
     root = parse(caller.post("/twilio/ivr/topic?attempt=1", Digits="1"))
     assert verbs(root) == ["Play", "Hangup"]
     assert root[0].text == PUBLIC_BASE + "/audio/et/technical_error.wav"
+
+
+def test_caller_hanging_up_while_agent_rings_frees_the_agent_for_the_next_caller(
+        loaded_app, clock):
+    client = loaded_app.test_client()
+    first, second = Caller(client, "CA" + "1" * 32), Caller(client, "CA" + "2" * 32)
+    _set_available(loaded_app, clock, "Mari")
+    for c in (first, second):
+        c.post("/twilio/voice")
+        c.post("/twilio/ivr/language?attempt=1", Digits="1")
+        c.post("/twilio/ivr/topic?attempt=1", Digits="2")
+    assert _call(loaded_app, first.call_sid).status == "connecting"
+    assert _call(loaded_app, second.call_sid).status == "queued"
+    first.post("/twilio/status", CallStatus="completed")
+    # Mari is offered the second caller at once, without waiting for a hold-loop request.
+    assert loaded_app.extensions["telephony"].sent == [
+        ("redirect", second.call_sid, PUBLIC_BASE + "/twilio/queue/connect")]
+    assert _call(loaded_app, second.call_sid).status == "connecting"
+    assert _call(loaded_app, first.call_sid).outcome == "abandoned"
+
+
+def test_dial_action_after_the_caller_hung_up_is_not_the_agents_fault(caller, loaded_app, clock):
+    _set_available(loaded_app, clock, "Mari")
+    caller.post("/twilio/voice")
+    caller.post("/twilio/ivr/language?attempt=1", Digits="1")
+    caller.post("/twilio/ivr/topic?attempt=1", Digits="2")
+    response = caller.post("/twilio/dial/after", CallStatus="completed",
+                           DialCallStatus="no-answer", DialCallDuration="0")
+    assert verbs(parse(response)) == []
+    with loaded_app.extensions["db_sessionmaker"]() as s:
+        mari = _agent(s, "Mari")
+        assert (mari.state, mari.current_call_id) == ("available", None)
+        assert s.scalar(select(QueueEntry)) is None
+    assert _call(loaded_app, caller.call_sid).outcome == "abandoned"
