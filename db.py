@@ -113,7 +113,7 @@ def single_statement(engine: Engine) -> Iterator[Connection]:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """Return a session factory bound to ``engine`` (objects stay usable after commit)."""
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
 
 
 def get_session() -> Session:
