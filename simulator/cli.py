@@ -46,7 +46,7 @@ def run_simulation(data: Path, day: date | None = None, *, limit: int | None = N
     talk_pool = [r.ser_time for r in day_records if r.answered]
     settings = dict(settings if settings is not None else
                     {s.name: current_app.config[s.name] for s in SETTINGS if s.name in current_app.config})
-    simulation = Simulation(selected, day=day, talk_pool=talk_pool, shifts=agent_shifts(day_records),
+    simulation = Simulation(selected, day=day, talk_pool=talk_pool, shifts=agent_shifts(day_records, options.break_gap),
                             settings=settings, options=options)
     result = simulation.run()
     result.file_rows = len(records)
@@ -111,10 +111,12 @@ def format_report(result: Result, expected: DayFigures, simulated: DayFigures, *
         "Notes:",
         "  - Business hours are ignored (HOURS_ALWAYS_OPEN): this replays another centre's history,",
         "    its times read as Europe/Tallinn local time on the record's date.",
-        "  - Pooled centre: every simulated agent has every queue of the line as a skill. Agents work",
-        "    from their first service of the day minus 1 min to their last one, without breaks,",
-        f"    answer within {options.answer_delay:g} s, {wrap}; so waits are shorter and",
-        "    abandons rarer than in the data.",
+        "  - Pooled centre: every simulated agent has every queue of the line as a skill. Agents are",
+        "    on duty from 1 min before a service of theirs to its end, through gaps shorter than",
+        f"    {options.break_gap:g} s (longer gaps are breaks); they answer within "
+        f"{options.answer_delay:g} s, {wrap}.",
+        "    They take every call they can while on duty, so waits are shorter and abandons rarer",
+        "    than in the data, where agents on duty also did other work.",
         "  - Callers: PE rows choose English, others Estonian 75 % / Russian 25 %; topics by weight;",
         "    HANG rows that queued give up q_time s after their <Enqueue>/<Dial> (after the",
         "    'all busy' prompt); served rows wait as long as needed; IVR hang-ups never queue.",
@@ -150,12 +152,16 @@ def format_report(result: Result, expected: DayFigures, simulated: DayFigures, *
 @click.option("--max-wait", "max_wait", type=click.FloatRange(min=0), default=3600.0,
               show_default=True,
               help="A caller the data shows served gives up after this wait (0: never).")
+@click.option("--break-gap", "break_gap", type=click.FloatRange(min=0), default=600.0,
+              show_default=True,
+              help="A gap of this many seconds between an agent's services is a break.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=SAMPLE_CONFIG, show_default="config/line.sample.yaml",
               help="Line configuration whose agents are replaced by the day's agents.")
 @with_appcontext
 def simulate_command(data: Path, day: datetime | None, limit: int | None, seed: int,
-                     wrap_up: float, answer_delay: float, max_wait: float, config_path: Path) -> None:
+                     wrap_up: float, answer_delay: float, max_wait: float, break_gap: float,
+                     config_path: Path) -> None:
     """Replay a day of real call records through the webhooks on a virtual clock.
 
     Places one call per record (the provider's side: signed requests, TwiML walking, queues,
@@ -164,7 +170,7 @@ def simulate_command(data: Path, day: datetime | None, limit: int | None, seed: 
     configuration. Prints the run's figures next to the same figures computed from the file.
     """
     options = Options(seed=seed, wrap_up=wrap_up, answer_delay=answer_delay, max_wait=max_wait,
-                      config_path=config_path)
+                      break_gap=break_gap, config_path=config_path)
     try:
         result, expected, simulated = run_simulation(
             data, day.date() if day else None, limit=limit, options=options)

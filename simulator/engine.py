@@ -106,6 +106,7 @@ class Options:
     answer_delay: float = 2.0
     press_after: float = 2.0
     max_wait: float = 3600.0
+    break_gap: float = 600.0
     public_base: str = DEFAULT_PUBLIC_BASE
     config_path: Path = SAMPLE_CONFIG
 
@@ -117,18 +118,30 @@ class Shift:
     end: datetime
 
 
-def agent_shifts(records: list[CallRecord]) -> list[Shift]:
-    """One shift per distinct ``server``: first ``ser_start`` minus a minute to last ``ser_exit``."""
-    first: dict[str, datetime] = {}
-    last: dict[str, datetime] = {}
+def agent_shifts(records: list[CallRecord], break_gap: float = 600.0) -> list[Shift]:
+    """The agents on duty, reconstructed from the ``server`` field: a list of shift segments.
+
+    An agent is on duty from a minute before a service to its end; two services less than
+    ``break_gap`` seconds apart belong to one segment, a longer gap is taken as a break (the
+    records show no service, so the agent was not taking calls). ``break_gap=inf`` gives one
+    segment per agent from the first service to the last.
+    """
+    services: dict[str, list[tuple[datetime, datetime]]] = {}
     for record in records:
         if record.phantom or not record.has_server or record.ser_start is None:
             continue
-        name = record.server
-        first[name] = min(first.get(name, record.ser_start), record.ser_start)
-        last[name] = max(last.get(name, record.ser_exit), record.ser_exit)
-    return [Shift(name, local_to_utc(first[name] - timedelta(minutes=1)), local_to_utc(last[name]))
-            for name in sorted(first)]
+        services.setdefault(record.server, []).append((record.ser_start, record.ser_exit))
+    shifts: list[Shift] = []
+    for name in sorted(services):
+        spans = sorted(services[name])
+        start, end = spans[0][0] - timedelta(minutes=1), spans[0][1]
+        for ser_start, ser_exit in spans[1:]:
+            if (ser_start - end).total_seconds() >= break_gap:
+                shifts.append(Shift(name, local_to_utc(start), local_to_utc(end)))
+                start = ser_start - timedelta(minutes=1)
+            end = max(end, ser_exit)
+        shifts.append(Shift(name, local_to_utc(start), local_to_utc(end)))
+    return shifts
 
 
 def client_identity(name: str, taken: set[str]) -> str:
@@ -198,7 +211,7 @@ class SimAgent:
     name: str
     identity: str
     token: str
-    shift: Shift
+    shifts: list[Shift]
     agent_id: int
     on_duty: bool = False
     past_end: bool = False
@@ -335,10 +348,11 @@ class Simulation:
             raise SimulationError(f"{path}: {exc}") from exc
         skills = base.queue_names()
         taken: set[str] = set()
-        identities = {s.name: client_identity(s.name, taken) for s in self.shifts}
+        names = sorted({s.name for s in self.shifts})
+        identities = {name: client_identity(name, taken) for name in names}
         document = dict(document)
-        document["agents"] = [{"name": s.name, "endpoint": f"client:{identities[s.name]}",
-                               "skills": list(skills)} for s in self.shifts]
+        document["agents"] = [{"name": name, "endpoint": f"client:{identities[name]}",
+                               "skills": list(skills)} for name in names]
         try:
             config = parse_line_config(document)
         except LineConfigError as exc:
@@ -349,18 +363,19 @@ class Simulation:
                               source_name=f"simulator: {path.name} + agents of {self.day}")
             session.flush()
             by_name = {a.name: a for a in session.scalars(
-                select(Agent).where(Agent.name.in_([s.name for s in self.shifts])))}
-            for shift in self.shifts:
-                agent = by_name[shift.name]
+                select(Agent).where(Agent.name.in_(names)))}
+            for name in names:
+                agent = by_name[name]
                 token = issue_token(session, "agent", self.clock(), agent_id=agent.id,
                                     label=f"simulator {self.day}")
-                sim_agent = SimAgent(name=shift.name, identity=identities[shift.name], token=token,
-                                     shift=shift, agent_id=agent.id)
+                sim_agent = SimAgent(name=name, identity=identities[name], token=token,
+                                     shifts=[s for s in self.shifts if s.name == name],
+                                     agent_id=agent.id)
                 self.agents.append(sim_agent)
-                self.agents_by_endpoint[("client", identities[shift.name])] = sim_agent
+                self.agents_by_endpoint[("client", identities[name])] = sim_agent
             others = [a.name for a in session.scalars(
                 select(Agent).where(Agent.state != "offline",
-                                    Agent.name.not_in([s.name for s in self.shifts])))]
+                                    Agent.name.not_in(names)))]
             session.commit()
         if others:
             self.result.anomalies.append(
@@ -405,8 +420,9 @@ class Simulation:
                 call.arrival = (local_to_utc(call.record.vru_entry) - self.origin).total_seconds()
                 self.at(call.arrival, self.call_arrives, call)
             for agent in self.agents:
-                self.at((agent.shift.start - self.origin).total_seconds(), self.shift_starts, agent)
-                self.at((agent.shift.end - self.origin).total_seconds(), self.shift_ends, agent)
+                for shift in agent.shifts:
+                    self.at((shift.start - self.origin).total_seconds(), self.shift_starts, agent)
+                    self.at((shift.end - self.origin).total_seconds(), self.shift_ends, agent)
             limit = max([c.arrival for c in self.calls] + [0.0]) + 2 * 86400
             while self._heap:
                 when, _, action, args = heapq.heappop(self._heap)
@@ -951,6 +967,9 @@ class Simulation:
     # ----------------------------------------------------------------- agent shifts
 
     def shift_starts(self, agent: SimAgent) -> None:
+        agent.past_end = False
+        if agent.on_duty:
+            return  # still finishing the previous segment's call: stays on
         if self.api_state(agent, "available") == 200:
             agent.on_duty = True
 

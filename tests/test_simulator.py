@@ -302,3 +302,25 @@ def test_flask_simulate_rejects_a_day_missing_from_the_file(loaded_app):
     out = loaded_app.test_cli_runner().invoke(args=["simulate", "--day", "1999-10-01"])
     assert out.exit_code != 0
     assert "no records on 1999-10-01 (the file has 1999-10-25 to 1999-10-28)" in out.output
+
+
+def test_agent_shifts_split_at_breaks():
+    served = [
+        row("AA0101", 1, 0, 1, "PS", 991025, "9:00:00", "9:00:05", 5, "9:00:05", "9:00:10", 5,
+            "AGENT", "9:00:10", "9:05:00", 290, "DANA"),
+        # 4 min later: same segment
+        row("AA0101", 2, 0, 1, "PS", 991025, "9:08:50", "9:08:55", 5, "9:08:55", "9:09:00", 5,
+            "AGENT", "9:09:00", "9:12:00", 180, "DANA"),
+        # 48 min later: a break, then a new segment
+        row("AA0101", 3, 0, 1, "PS", 991025, "9:59:50", "9:59:55", 5, "9:59:55", "10:00:00", 5,
+            "AGENT", "10:00:00", "10:03:00", 180, "DANA"),
+    ]
+    records = list(parse_lines([HEADER] + served))
+    local = lambda h, m: local_to_utc(datetime(1999, 10, 25, h, m))  # noqa: E731
+    shifts = agent_shifts(records, break_gap=600)
+    assert [(s.name, s.start, s.end) for s in shifts] == [
+        ("DANA", local(8, 59) + timedelta(seconds=10), local(9, 12)),
+        ("DANA", local(9, 59), local(10, 3)),
+    ]
+    whole = agent_shifts(records, break_gap=float("inf"))
+    assert [(s.start, s.end) for s in whole] == [(local(8, 59) + timedelta(seconds=10), local(10, 3))]
