@@ -41,11 +41,15 @@ class _Strict(BaseModel):
 
 
 class VoiceConfig(_Strict):
+    """A provider TTS voice: ``language`` like ``ru-RU``, optional ``name`` like ``Polly.Tatyana``."""
+
     language: str = Field(pattern=r"^[a-z]{2}-[A-Z]{2}$")
     name: str | None = None
 
 
 class LanguageConfig(_Strict):
+    """A language callers can choose: ISO 639-1 ``code``, recognition locale, optional voice."""
+
     code: str = Field(pattern=r"^[a-z]{2}$")
     name: str
     speech: str = Field(pattern=r"^[a-z]{2}-[A-Z]{2}$", description="Gather speech-recognition language")
@@ -60,11 +64,15 @@ class LanguageConfig(_Strict):
 
 
 class PromptText(_Strict):
+    """One prompt in one language: its ``text`` (``{name}`` placeholders allowed) and an optional recording."""
+
     text: str
     audio_url: str | None = None
 
 
 class HoursConfig(_Strict):
+    """Opening hours in local time: weekdays (0 = Monday), open/close, last-Friday and pre-holiday closing."""
+
     open: time = time(9)
     close: time = time(17)
     weekdays: list[int] = Field(default=[0, 1, 2, 3, 4], description="0 = Monday")
@@ -74,11 +82,15 @@ class HoursConfig(_Strict):
 
 
 class TopicConfig(_Strict):
+    """A menu topic; with each language it names a queue ``<language>.<topic>``."""
+
     code: str = Field(pattern=r"^[a-z_]+$")
     name: str
 
 
 class MenuOption(_Strict):
+    """What a key of the topic menu does: queue for a ``topic`` or ``transfer`` to a unit code."""
+
     topic: str | None = None
     transfer: str | None = None
 
@@ -90,6 +102,8 @@ class MenuOption(_Strict):
 
 
 class AgentConfig(_Strict):
+    """An agent: name, endpoint (E.164 number, ``sip:`` URI or ``client:`` identity) and skills (queue names)."""
+
     name: str = Field(min_length=1, max_length=64)
     endpoint: str
     skills: list[str] = Field(min_length=1)
@@ -108,6 +122,7 @@ class AgentConfig(_Strict):
 
     @property
     def endpoint_kind(self) -> str:
+        """``number``, ``sip`` or ``client``."""
         if self.endpoint.startswith("sip:"):
             return "sip"
         if self.endpoint.startswith("client:"):
@@ -116,10 +131,13 @@ class AgentConfig(_Strict):
 
     @property
     def endpoint_address(self) -> str:
+        """The address to dial: the number, the SIP URI, or the bare client identity."""
         return self.endpoint.split(":", 1)[1] if self.endpoint_kind == "client" else self.endpoint
 
 
 class UnitConfig(_Strict):
+    """A structural unit calls can be transferred to; ``phone_number`` is normalised to E.164."""
+
     code: str = Field(pattern=r"^[a-z_]+$")
     name: str
     phone_number: str

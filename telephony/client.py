@@ -24,6 +24,8 @@ class TelephonyError(RuntimeError):
 
 
 class TelephonyClient(Protocol):
+    """What the service asks of the provider's REST API."""
+
     def redirect_call(self, call_sid: str, url: str) -> None:
         """Make the live call ``call_sid`` continue with the TwiML at ``url`` (POST). Raises TelephonyError."""
 
