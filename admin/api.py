@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import func, select
+from werkzeug.exceptions import HTTPException
 
 from admin.auth import require_roles
 from db import get_session
@@ -11,6 +12,14 @@ from routing.agents import AgentStateError, find_agent, set_state
 from routing.models import Agent, Queue, QueueEntry
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+@bp.app_errorhandler(HTTPException)
+def _json_errors(exc: HTTPException):
+    """Errors under /api are JSON (``{"error": …}``); elsewhere Flask's default pages stay."""
+    if not request.path.startswith("/api/"):
+        return exc
+    return jsonify(error=exc.description or exc.name), exc.code
 
 
 def _agent_json(agent: Agent, skills=None) -> dict:

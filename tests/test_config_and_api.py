@@ -192,3 +192,14 @@ def test_missing_auth_token_fails_fast(db_url, monkeypatch):
     monkeypatch.delenv("TWILIO_AUTH_TOKEN", raising=False)
     with pytest.raises(ConfigError, match="TWILIO_AUTH_TOKEN"):
         create_app({"DATABASE_URL": db_url})
+
+
+def test_api_errors_are_json(loaded_app):
+    client = loaded_app.test_client()
+    token = _token(loaded_app, "admin")
+    missing = client.get("/api/nothing-here", headers={"Authorization": f"Bearer {token}"})
+    assert missing.status_code == 404 and "error" in missing.get_json()
+    wrong_method = client.delete("/api/agents", headers={"Authorization": f"Bearer {token}"})
+    assert wrong_method.status_code == 405 and "error" in wrong_method.get_json()
+    # Provider routes keep plain answers.
+    assert client.get("/twilio/voice").status_code == 405
