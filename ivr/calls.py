@@ -16,6 +16,8 @@ from ivr.models import Call
 from routing import dispatch as acd
 from routing.models import Queue
 
+# Provider event times further than this from our clock are not believed (seconds).
+TRUSTED_CLOCK_SKEW = 3600
 FINAL_PROVIDER_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
@@ -95,27 +97,37 @@ def agent_answered(session: Session, call: Call, now: datetime) -> None:
     call.status = "connected"
 
 
+MAX_TALK_SECONDS = 24 * 3600
+
+
 def agent_leg_ended(session: Session, call: Call, dial_status: str, duration: int | None,
                     now: datetime) -> str:
-    """Handle the end of the caller's ``<Dial>`` to an agent; return ``'done'`` or ``'requeue'``.
+    """Handle the end of the caller's ``<Dial>`` to an agent; return ``done``, ``requeue`` or ``ignored``.
 
     ``completed`` means the agent talked to the caller for ``duration`` seconds: the call is
-    answered (if the answer notice never came, the answer time is derived from the duration) and
-    the agent goes to wrap-up. Any other status (busy, no-answer, failed, canceled) puts the
-    caller back in the queue in their original place.
+    answered (if the answer notice never came, the answer time is derived from the duration, never
+    before the queue entry) and the agent goes to wrap-up. Any other status (busy, no-answer,
+    failed, canceled) puts the caller back in the queue in their original place. A report
+    for a call that was not ringing or talking to an agent, or a repeated one, is ``ignored``;
+    a duration outside 0…24 h is not stored.
     """
-    if call.status == "ended":
-        return "done"
+    if duration is not None and not 0 <= duration <= MAX_TALK_SECONDS:
+        duration = None
     if dial_status == "completed":
+        if call.status not in ("connecting", "connected") or call.outcome == "answered":
+            return "ignored"
         if call.answered_at is None:
             call.agent_id = acd.offer_answered(session, call.id) or call.agent_id
-            call.answered_at = now - timedelta(seconds=duration or 0)
+            derived = now - timedelta(seconds=duration or 0)
+            call.answered_at = max(derived, call.queue_entered_at or derived)
         call.status = "connected"
         call.outcome = "answered"
         call.talk_seconds = duration if duration is not None else call.talk_seconds
         if call.agent_id is not None:
             acd.call_finished(session, call.agent_id, call.id, now)
         return "done"
+    if call.status != "connecting":
+        return "ignored"
     acd.offer_declined(session, call.id, now)
     call.status = "queued"
     return "requeue"
@@ -145,7 +157,9 @@ def end_call(session: Session, call: Call, ended_at: datetime, now: datetime) ->
     elif call.status == "transferring":
         call.outcome = call.outcome or "transferred"
     call.status = "ended"
-    call.ended_at = ended_at
+    # A provider clock a little behind ours must not end the call before it began.
+    call.ended_at = max(t for t in (ended_at, call.arrived_at, call.queue_entered_at,
+                                    call.answered_at) if t is not None)
     return True
 
 
@@ -158,8 +172,10 @@ def apply_status_callback(session: Session, call: Call, provider_status: str,
     """
     if call.status == "ended":
         return False
-    call.provider_status = provider_status
+    call.provider_status = provider_status[:16]
     if provider_status in FINAL_PROVIDER_STATUSES:
+        if timestamp is not None and abs((timestamp - now).total_seconds()) > TRUSTED_CLOCK_SKEW:
+            timestamp = None  # an implausible provider time: our own clock is better
         return end_call(session, call, timestamp or now, now)
     return False
 

@@ -9,7 +9,7 @@ import logging
 import time
 from datetime import datetime
 
-from flask import Response, current_app, request, url_for
+from flask import Response, abort, current_app, request, url_for
 from sqlalchemy import select
 
 from db import get_read_session, get_session, single_statement
@@ -106,9 +106,17 @@ def _cached_twiml(key: str, build) -> bytes:
     return body
 
 
+def _call_sid() -> str:
+    """The request's CallSid; 400 when it is missing or not a plausible SID."""
+    call_sid = request.form.get("CallSid", "")
+    if not call_sid or len(call_sid) > 64 or not call_sid.isprintable():
+        abort(400, "CallSid missing or malformed")
+    return call_sid
+
+
 def _current_call(session) -> Call:
     form = request.form
-    return call_log.upsert_call(session, form.get("CallSid", ""), now(),
+    return call_log.upsert_call(session, _call_sid(), now(),
                                 from_number=form.get("From", ""), to_number=form.get("To", ""))
 
 
@@ -166,7 +174,7 @@ def incoming():
     config = _config_or_fail()
     form = request.form
     with single_statement(current_app.extensions["db_engine"]) as conn:
-        call_log.record_arrival(conn, form.get("CallSid", ""), now(),
+        call_log.record_arrival(conn, _call_sid(), now(),
                                 from_number=form.get("From", ""), to_number=form.get("To", ""))
     body = _cached_twiml("incoming", lambda: _language_menu(config, 1, lead=("welcome",)))
     return Response(body, content_type="text/xml; charset=utf-8")
@@ -178,6 +186,8 @@ def language():
     session = get_session()
     config = _config_or_fail()
     call = _current_call(session)
+    if call.status != "ivr":
+        return _stray(session, call)
     attempt = _int_arg("attempt")
     decision = interpret(request.form.get("Digits"), config.language_keys(), attempt=attempt,
                          max_attempts=current_app.config["MAX_MENU_ATTEMPTS"],
@@ -203,6 +213,8 @@ def topic():
     session = get_session()
     config = _config_or_fail()
     call = _current_call(session)
+    if call.status != "ivr":
+        return _stray(session, call)
     language = _call_language(config, call)
     attempt = _int_arg("attempt")
     options = {key: (opt.topic or f"unit:{opt.transfer}") for key, opt in config.topic_menu.items()}
@@ -224,6 +236,23 @@ def topic():
     queue = session.scalar(select(Queue).where(Queue.language == language,
                                                Queue.topic == decision.value))
     return _queue_call(session, config, call, queue)
+
+
+def _stray(session, call: Call):
+    """A request that does not fit the call's state (a repeat, or out of order): change nothing,
+    and keep a live caller where they are (waiting, or being connected)."""
+    log.warning("request to %s for %s in state %s ignored", request.path, call.call_sid,
+                call.status)
+    session.commit()
+    response = VoiceResponse()
+    if call.status == "queued" and call.queue_id is not None:
+        return twiml_response(_enqueue_twiml(_config_or_fail(), call,
+                                             session.get(Queue, call.queue_id), lead=()))
+    if call.status == "connecting":
+        response.redirect(external_url("voice.queue_connect"), method="POST")
+    else:
+        response.hangup()
+    return twiml_response(response)
 
 
 def _count_input(call: Call, reason: str | None) -> None:
@@ -449,6 +478,8 @@ def dial_after():
         return _after_call_left(session, VoiceResponse())
     outcome = call_log.agent_leg_ended(session, call, status, duration, now())
     response = VoiceResponse()
+    if outcome == "ignored":
+        return _stray(session, call)
     if outcome == "done":
         session.commit()
         response.hangup()
@@ -470,14 +501,17 @@ def transfer_after():
     config = _config_or_fail()
     call = _current_call(session)
     status = request.form.get("DialCallStatus", "failed")
-    if status == "completed" or call.status == "ended":
-        if call.status != "ended":
-            call.outcome = "transferred"
+    if call.status != "transferring":
+        return _stray(session, call)
+    if status == "completed":
+        call.outcome = "transferred"
         session.commit()
         response = VoiceResponse()
         response.hangup()
         return twiml_response(response)
     call.status = "ivr"
+    if not _line_open(config):
+        return _closed(session, config, call)
     return _to_person(session, config, call, lead=("transfer_failed",))
 
 

@@ -20,21 +20,21 @@ def store_recording_callback(session: Session, params: dict[str, str], now: date
     Returns the row, or None when the callback has no RecordingSid. Duration is in seconds.
     """
     sid = params.get("RecordingSid", "").strip()
-    if not sid:
+    if not sid or len(sid) > 64:
         return None
     status = params.get("RecordingStatus", "completed") or "completed"
     recording = session.scalar(select(Recording).where(Recording.recording_sid == sid))
     if recording is None:
-        recording = Recording(recording_sid=sid, call_sid=params.get("CallSid", ""), status=status,
+        recording = Recording(recording_sid=sid, call_sid=params.get("CallSid", "")[:64], status=status[:16],
                               received_at=now, updated_at=now)
         session.add(recording)
     elif _STATUS_RANK.get(status, 0) < _STATUS_RANK.get(recording.status, 0):
         return recording
-    recording.status = status
+    recording.status = status[:16]
     recording.duration_seconds = parse_int(params.get("RecordingDuration")) or recording.duration_seconds
     recording.channels = parse_int(params.get("RecordingChannels")) or recording.channels
-    recording.url = params.get("RecordingUrl", recording.url) or recording.url
-    recording.source = params.get("RecordingSource") or recording.source
+    recording.url = (params.get("RecordingUrl") or recording.url or "")[:512]
+    recording.source = (params.get("RecordingSource") or recording.source or "")[:32] or None
     recording.started_at = parse_timestamp(params.get("RecordingStartTime")) or recording.started_at
     recording.updated_at = now
     session.flush()

@@ -5,14 +5,16 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 
-def parse_int(value: str | None) -> int | None:
-    """Return ``value`` as an int, or None when it is absent, empty or not an integer."""
-    if value is None or value == "":
+def parse_int(value: str | None, low: int = 0, high: int = 2**31 - 1) -> int | None:
+    """Return ``value`` as an int in ``low``…``high``, or None when it is absent, empty, not a
+    plain ASCII integer, or out of that range (so it always fits a database INTEGER)."""
+    if not value or len(value) > 12 or not value.isascii():
         return None
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         return None
+    return number if low <= number <= high else None
 
 
 def parse_timestamp(value: str | None) -> datetime | None:
@@ -24,6 +26,6 @@ def parse_timestamp(value: str | None) -> datetime | None:
         return None
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return parsed if parsed.tzinfo is not None else None

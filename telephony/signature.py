@@ -59,6 +59,10 @@ def provider_blueprint(name: str, import_name: str, *, url_prefix: str,
 
     @bp.before_request
     def _check_signature():
+        if request.method == "POST" and request.content_length is None:
+            # A chunked body cannot be held to MAX_CONTENT_LENGTH before it is read; the
+            # provider always sends a length, so anything else is refused outright.
+            return Response("Content-Length required\n", status=411, mimetype="text/plain")
         token = current_app.config["TWILIO_AUTH_TOKEN"]
         base = current_app.config["PUBLIC_BASE_URL"]
         # Reading the form here also enforces MAX_CONTENT_LENGTH before any view runs.
