@@ -47,7 +47,10 @@ def change_agent_state(key: str):
     available is offered the longest-waiting call they can take at once.
     """
     session = get_session()
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        body = None
     if not isinstance(body, dict) or not isinstance(body.get("state"), str):
         return jsonify(error='send a JSON body like {"state": "available"}'), 400
     agent = find_agent(session, key)

@@ -1,6 +1,8 @@
 """Serves prompt audio rendered by the service (languages without a provider voice)."""
 from __future__ import annotations
 
+import string
+
 from flask import Blueprint, abort, current_app, request, send_file
 
 from db import get_session
@@ -9,29 +11,31 @@ from line_config import current_line_config
 
 bp = Blueprint("audio", __name__, url_prefix="/audio")
 
-_MAX_PARAM = 9999
+_MAX_PARAM = 999
 
 
 @bp.get("/<language>/<key>.wav")
 def prompt(language: str, key: str):
     """Return prompt ``key`` in ``language`` as WAV; integer query parameters fill placeholders.
 
-    404 for an unknown prompt or language, 400 for a non-integer or out-of-range parameter,
+    404 for an unknown prompt or language, 400 unless exactly the prompt's placeholders are
+    given, each as an integer 0–999 (so at most a thousand files per prompt and language),
     503 when no text-to-speech program is installed. Prompts hold no personal data, so this
     route needs no signature: the provider fetches it like any static file.
     """
     config = current_line_config(get_session())
     if config is None or key not in config.prompts or language not in config.prompts[key]:
         abort(404)
+    template = config.prompts[key][language].text
+    wanted = {field for _, field, _, _ in string.Formatter().parse(template) if field}
     params: dict[str, int] = {}
     for name, value in request.args.items():
-        if not value.isdigit() or int(value) > _MAX_PARAM:
+        if name not in wanted or not (value.isascii() and value.isdigit()) or len(value) > 3:
             abort(400)
         params[name] = int(value)
-    try:
-        text = config.prompts[key][language].text.format(**params)
-    except (KeyError, IndexError):
+    if set(params) != wanted:
         abort(400)
+    text = template.format(**params)
     try:
         path = render(text, language, current_app.config["AUDIO_DIR"],
                       current_app.config["TTS_COMMAND"])

@@ -40,9 +40,8 @@ def set_state(session: Session, agent: Agent, state: str, now: datetime) -> Agen
 
 
 def find_agent(session: Session, key: str) -> Agent | None:
-    """Return the agent whose id (digits) or name is ``key``, or None."""
-    if key.isdigit():
+    """Return the agent whose name is ``key``, else whose id is ``key`` (ASCII digits), or None."""
+    agent = session.scalar(select(Agent).where(Agent.name == key))
+    if agent is None and key.isascii() and key.isdigit() and len(key) <= 9:
         agent = session.get(Agent, int(key))
-        if agent is not None:
-            return agent
-    return session.scalar(select(Agent).where(Agent.name == key))
+    return agent

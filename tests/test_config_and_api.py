@@ -114,7 +114,13 @@ def test_estonian_prompt_audio_is_rendered_and_served(loaded_app):
     assert response.mimetype == "audio/wav"
     assert response.data[:4] == b"RIFF" and response.data[8:12] == b"WAVE"
     assert client.get("/audio/et/nonexistent.wav").status_code == 404
-    assert client.get("/audio/et/queue_position.wav?position=x").status_code == 400
+    for bad in ("position=x", "position=%C2%B2", "position=%D9%A3", "position=1000",
+                "position=3&other=1", "", "position=-1"):
+        assert client.get(f"/audio/et/queue_position.wav?{bad}").status_code == 400, bad
+    assert client.get("/audio/et/welcome.wav?x=1").status_code == 400
+    assert client.get("/audio/et/welcome.wav").status_code == 200
+    assert client.get("/audio/xx/welcome.wav").status_code == 404
+    assert client.get("/audio/et/..%2F..%2Fapp.py.wav").status_code == 404
 
 
 def _token(app, role: str, agent: str | None = None) -> str:
@@ -161,8 +167,12 @@ def test_agent_state_api_roles(loaded_app):
     assert bad.status_code == 409 and "routing" in bad.get_json()["error"]
     assert client.put("/api/agents/Jaan/state", data="state=available",
                       headers={"Authorization": f"Bearer {supervisor}"}).status_code == 400
-    assert client.put("/api/agents/Nobody/state", json=body,
-                      headers={"Authorization": f"Bearer {supervisor}"}).status_code == 404
+    for unknown in ("Nobody", "99999999999999999999", "%C2%B2"):
+        assert client.put(f"/api/agents/{unknown}/state", json=body,
+                          headers={"Authorization": f"Bearer {supervisor}"}).status_code == 404
+    deep = "[" * 30000 + "]" * 30000
+    assert client.put("/api/agents/Jaan/state", data=deep, content_type="application/json",
+                      headers={"Authorization": f"Bearer {supervisor}"}).status_code == 400
     listed = client.get("/api/agents", headers={"Authorization": f"Bearer {supervisor}"}).get_json()
     assert {a["name"]: a["state"] for a in listed["agents"]}["Mari"] == "available"
 
