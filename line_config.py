@@ -8,7 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import string
+from collections import Counter
 from datetime import datetime, time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
 
 import phonenumbers
 from sqlalchemy import JSON, String, select
@@ -18,6 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from db import Base, UTCDateTime, utcnow
 
 KEY_RE = re.compile(r"^[0-9*#]$")
+SIP_RE = re.compile(r"^sips?:([^@\s:;]+@)?[A-Za-z0-9.-]+(:\d{1,5})?(;\S*)?$")
+TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# Placeholders a prompt may use, by prompt key; every other prompt is plain text.
+PROMPT_PLACEHOLDERS = {"queue_position": {"position"}}
 SKILL_RE = re.compile(r"^[a-z]{2}\.[a-z_]+$")
 
 
@@ -66,7 +75,7 @@ class LanguageConfig(_Strict):
 class PromptText(_Strict):
     """One prompt in one language: its ``text`` (``{name}`` placeholders allowed) and an optional recording."""
 
-    text: str
+    text: str = Field(min_length=1)
     audio_url: str | None = None
 
 
@@ -75,10 +84,39 @@ class HoursConfig(_Strict):
 
     open: time = time(9)
     close: time = time(17)
-    weekdays: list[int] = Field(default=[0, 1, 2, 3, 4], description="0 = Monday")
+    weekdays: list[int] = Field(default=[0, 1, 2, 3, 4], min_length=1, description="0 = Monday")
     last_friday_close: time | None = time(13)
     shortened_day_hours: int = Field(3, ge=0, le=12)
     holidays_country: str = "EE"
+
+    @field_validator("open", "close", "last_friday_close", mode="before")
+    @classmethod
+    def _hh_mm(cls, value):
+        if value is None or isinstance(value, time):
+            return value
+        if not isinstance(value, str) or not TIME_RE.match(value):
+            raise ValueError('write local times as quoted "HH:MM" strings, e.g. "09:00"')
+        return value
+
+    @field_validator("weekdays")
+    @classmethod
+    def _weekdays(cls, value: list[int]) -> list[int]:
+        if any(not 0 <= day <= 6 for day in value) or len(set(value)) != len(value):
+            raise ValueError("weekdays are distinct numbers 0 (Monday) to 6 (Sunday)")
+        return value
+
+    @field_validator("holidays_country")
+    @classmethod
+    def _country(cls, value: str) -> str:
+        if value not in holidays.list_supported_countries():
+            raise ValueError(f"the holidays package has no country {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _open_before_close(self):
+        if self.open >= self.close:
+            raise ValueError("open must be earlier than close")
+        return self
 
 
 class TopicConfig(_Strict):
@@ -111,9 +149,13 @@ class AgentConfig(_Strict):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str) -> str:
-        if value.startswith("sip:") or value.startswith("client:"):
-            if len(value.split(":", 1)[1]) == 0:
-                raise ValueError("empty SIP URI or client identity")
+        if value.startswith(("sip:", "sips:")):
+            if not SIP_RE.match(value):
+                raise ValueError("not a SIP URI like sip:name@pbx.example.ee")
+            return value
+        if value.startswith("client:"):
+            if not re.match(r"^client:[A-Za-z0-9_.-]{1,100}$", value):
+                raise ValueError("a client identity is letters, digits, '_', '.' or '-'")
             return value
         try:
             return e164(value)
@@ -180,8 +222,33 @@ class LineConfig(_Strict):
                 raise ValueError(f"menu key {key!r} is not a single keypad key")
         return value
 
+    @field_validator("person_key", "repeat_key")
+    @classmethod
+    def _single_key(cls, value: str) -> str:
+        if not KEY_RE.match(value):
+            raise ValueError(f"{value!r} is not a single keypad key")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Tallinn)") from None
+        return value
+
     @model_validator(mode="after")
     def _cross_references(self):
+        for field, values in (("languages", [lang.code for lang in self.languages]),
+                              ("topics", [t.code for t in self.topics]),
+                              ("units", [u.code for u in self.units]),
+                              ("agents", [a.name for a in self.agents])):
+            twice = sorted(v for v, n in Counter(values).items() if n > 1)
+            if twice:
+                raise ValueError(f"{field}: {', '.join(map(repr, twice))} appear more than once")
+        if self.person_key == self.repeat_key:
+            raise ValueError("person_key and repeat_key must differ")
         codes = [lang.code for lang in self.languages]
         if self.default_language not in codes:
             raise ValueError(f"default_language {self.default_language!r} is not among languages")
@@ -207,6 +274,19 @@ class LineConfig(_Strict):
             for code in codes:
                 if code not in self.prompts[key]:
                     raise ValueError(f"prompts.{key}.{code}: missing")
+        for key, by_language in self.prompts.items():
+            allowed = PROMPT_PLACEHOLDERS.get(key, set())
+            for code, prompt in by_language.items():
+                if code not in codes:
+                    raise ValueError(f"prompts.{key}.{code}: not a configured language")
+                try:
+                    fields = {f for _, f, _, _ in string.Formatter().parse(prompt.text) if f is not None}
+                except ValueError as exc:
+                    raise ValueError(f"prompts.{key}.{code}: {exc} (write {{{{ for a brace)") from None
+                if fields - allowed:
+                    raise ValueError(f"prompts.{key}.{code}: unknown placeholder(s) "
+                                     f"{', '.join(sorted(fields - allowed))}; allowed: "
+                                     f"{', '.join(sorted(allowed)) or 'none'}")
         return self
 
     def queue_names(self) -> list[str]:

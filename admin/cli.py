@@ -27,6 +27,20 @@ prompts_cli = AppGroup("prompts", help="Prompt audio.")
 db_cli = AppGroup("db", help="Database schema (Alembic migrations).")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML loading that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _now():
     return current_app.config["CLOCK"]()
 
@@ -36,7 +50,9 @@ def _now():
 def config_load(path: Path) -> None:
     """Validate the YAML file at PATH and make it the configuration in force."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except yaml.YAMLError as exc:
         raise click.ClickException(f"{path}: not valid YAML: {exc}") from exc
     try:
@@ -48,7 +64,8 @@ def config_load(path: Path) -> None:
     session.commit()
     current_app.extensions.pop("line_config_cache", None)
     click.echo(f"loaded {path}: {counts['queues']} queues, {counts['agents']} agents, "
-               f"{counts['units']} units")
+               f"{counts['units']} units" + (f"; {counts['retired']} agent(s) not in the file "
+                                             "lost their skills" if counts["retired"] else ""))
 
 
 @tokens_cli.command("create")
@@ -73,7 +90,7 @@ def tokens_create(role: str, agent_name: str | None, label: str) -> None:
 
 
 @calls_cli.command("close-stale")
-@click.option("--hours", type=float, default=None,
+@click.option("--hours", type=click.FloatRange(min=0.25, max=24 * 366), default=None,
               help="Close calls with no event for this long (default STALE_CALL_HOURS).")
 @click.option("--limit", type=int, default=1000, show_default=True)
 def calls_close_stale(hours: float | None, limit: int) -> None:

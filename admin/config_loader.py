@@ -14,8 +14,9 @@ def apply_line_config(session: Session, config: LineConfig, document: dict, now:
                       source_name: str = "") -> dict[str, int]:
     """Upsert queues, units and agents (with skills) from ``config`` and store the revision.
 
-    Agents keep their current state; their endpoint and skills follow the file. Returns counts
-    of what the file holds: queues, units, agents.
+    Agents keep their current state; their endpoint and skills follow the file; agents missing
+    from the file lose their skills and go offline (unless on a call). Returns counts of what
+    the file holds (queues, units, agents) and how many agents were retired.
     """
     queues = {q.name: q for q in session.scalars(select(Queue))}
     for name in config.queue_names():
@@ -38,8 +39,16 @@ def apply_line_config(session: Session, config: LineConfig, document: dict, now:
         wanted = set(agent_cfg.skills)
         agent.skills = [s for s in agent.skills if s.skill in wanted] + [
             AgentSkill(skill=skill) for skill in sorted(wanted - {s.skill for s in agent.skills})]
+    # Agents no longer in the file keep their history but can no longer be offered calls.
+    retired = 0
+    for name, agent in agents.items():
+        if name not in {a.name for a in config.agents} and agent.skills:
+            agent.skills = []
+            retired += 1
+            if agent.current_call_id is None and agent.state != "offline":
+                agent.state, agent.idle_since, agent.state_changed_at = "offline", None, now
     session.add(ConfigRevision(loaded_at=now, source_name=source_name[:255],
                                sha256=document_sha256(document), document=document))
     session.flush()
     return {"queues": len(config.queue_names()), "units": len(config.units),
-            "agents": len(config.agents)}
+            "agents": len(config.agents), "retired": retired}

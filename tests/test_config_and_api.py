@@ -33,6 +33,23 @@ def _broken(mutate) -> dict:
     (lambda d: d["prompts"]["welcome"].pop("ru"), "prompts.welcome.ru"),
     (lambda d: d["units"][0].update(phone_number="not a number"), "units.0.phone_number"),
     (lambda d: d.update(colour="blue"), "colour"),
+    (lambda d: d["units"][0].update(phone_number="5550 010x"), "units.0.phone_number"),
+    (lambda d: d["units"][0].update(phone_number=""), "units.0.phone_number"),
+    (lambda d: d["agents"].append(dict(d["agents"][0])), "agents: 'Mari' appear"),
+    (lambda d: d["units"].append(dict(d["units"][0])), "units: 'rehabilitation' appear"),
+    (lambda d: d["agents"][0].update(endpoint="sip:@"), "agents.0.endpoint"),
+    (lambda d: d.update(timezone="Europe/Tallin"), "timezone"),
+    (lambda d: d["hours"].update(holidays_country="XX"), "hours.holidays_country"),
+    (lambda d: d["hours"].update(open=540), "hours.open"),
+    (lambda d: d["hours"].update(open="18:00"), "open must be earlier than close"),
+    (lambda d: d["hours"].update(weekdays=[0, 9]), "hours.weekdays"),
+    (lambda d: d["hours"].update(weekdays=[]), "hours.weekdays"),
+    (lambda d: d.update(person_key="55"), "person_key"),
+    (lambda d: d.update(repeat_key="0"), "person_key and repeat_key must differ"),
+    (lambda d: d["prompts"]["queue_position"]["en"].update(text="You are {posiiton}."),
+     "prompts.queue_position.en: unknown placeholder(s) posiiton"),
+    (lambda d: d["prompts"]["transfer"]["en"].update(text="Connecting { now"), "prompts.transfer.en"),
+    (lambda d: d["prompts"]["transfer"]["en"].update(text=""), "prompts.transfer.en.text"),
 ])
 def test_invalid_configuration_names_the_bad_field(mutate, field):
     with pytest.raises(LineConfigError) as info:
@@ -49,6 +66,34 @@ def test_config_load_command_reports_bad_field_and_loads_nothing(app, tmp_path):
     assert "agents.1.endpoint" in result.output
     with app.extensions["db_sessionmaker"]() as s:
         assert s.scalars(select(Agent)).all() == []
+
+
+def test_config_load_refuses_duplicate_yaml_keys_and_non_utf8(app, tmp_path):
+    runner = app.test_cli_runner()
+    dup = tmp_path / "dup.yaml"
+    dup.write_text(SAMPLE_CONFIG.read_text(encoding="utf-8") + "\nagents: []\n", encoding="utf-8")
+    result = runner.invoke(args=["config", "load", str(dup)])
+    assert result.exit_code != 0 and "key 'agents' appears twice" in result.output
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("name: Sotsiaalkindlustusameti infotelefon õ\n".encode("latin-1"))
+    result = runner.invoke(args=["config", "load", str(latin)])
+    assert result.exit_code != 0 and "not UTF-8" in result.output
+    with app.extensions["db_sessionmaker"]() as s:
+        assert s.scalars(select(Agent)).all() == []
+
+
+def test_agents_removed_from_the_file_can_no_longer_take_calls(app, tmp_path):
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["config", "load", str(SAMPLE_CONFIG)]).exit_code == 0
+    document = copy.deepcopy(SAMPLE)
+    document["agents"] = [a for a in document["agents"] if a["name"] != "Jaan"]
+    path = tmp_path / "without-jaan.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    result = runner.invoke(args=["config", "load", str(path)])
+    assert result.exit_code == 0 and "1 agent(s) not in the file lost their skills" in result.output
+    with app.extensions["db_sessionmaker"]() as s:
+        jaan = s.scalar(select(Agent).where(Agent.name == "Jaan"))
+        assert (jaan.skills, jaan.state) == ([], "offline")
 
 
 def test_sample_configuration_loads_queues_agents_and_is_idempotent(app):
