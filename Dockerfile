@@ -24,5 +24,6 @@ RUN pip install --no-cache-dir . \
 USER hotline
 ENV AUDIO_DIR=/srv/hotline/instance/audio
 EXPOSE 8000
-# No --preload: each forked worker opens its own database connections.
-CMD ["gunicorn", "--workers", "4", "--bind", "0.0.0.0:8000", "app:create_app()"]
+# No --preload: each forked worker opens its own database connections. Threads keep a worker
+# serving while one client sends its body slowly; still run it behind a buffering proxy.
+CMD ["gunicorn", "--workers", "4", "--threads", "4", "--timeout", "30", "--bind", "0.0.0.0:8000", "app:create_app()"]

@@ -24,12 +24,15 @@ def issue_token(session: Session, role: str, now: datetime, *, agent_id: int | N
                 label: str = "") -> str:
     """Create a token with ``role`` and return its plain text (shown once, never stored).
 
-    Raises ValueError for an unknown role, or for an agent token without an agent.
+    Raises ValueError for an unknown role, an agent token without an agent, or another
+    role's token with one.
     """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
     if role == "agent" and agent_id is None:
         raise ValueError("an agent token needs --agent NAME")
+    if role != "agent" and agent_id is not None:
+        raise ValueError("only agent tokens name an agent; leave out --agent")
     token = secrets.token_urlsafe(32)
     session.add(ApiToken(token_hash=hash_token(token), role=role, agent_id=agent_id, label=label,
                          created_at=now))

@@ -134,6 +134,9 @@ def render_csv(report: Report) -> str:
     return out.getvalue()
 
 
+MAX_REPORT_DAYS = 3660
+
+
 def _parse_date(ctx, param, value: str | None) -> date | None:
     if value is None:
         return None
@@ -162,6 +165,8 @@ def report_command(start: date, end: date, threshold: int | None, tz_name: str |
     """Service level, answer and abandonment rates, ASA and talk time per local day and queue."""
     if start > end:
         raise click.UsageError(f"--from {start} is after --to {end}")
+    if (end - start).days >= MAX_REPORT_DAYS or start.year < 1900 or end.year > 2999:
+        raise click.UsageError(f"report at most {MAX_REPORT_DAYS} days between 1900 and 2999 at once")
     threshold = current_app.config["SERVICE_LEVEL_SECONDS"] if threshold is None else threshold
     tz_name = current_app.config["TIMEZONE"] if tz_name is None else tz_name
     try:

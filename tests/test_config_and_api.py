@@ -184,10 +184,13 @@ def test_tokens_are_stored_only_as_hashes(loaded_app):
     assert token not in row.token_hash and len(row.token_hash) == 64
 
 
-def test_agent_token_needs_an_agent(loaded_app):
+def test_agent_token_needs_an_agent_and_only_agent_tokens_have_one(loaded_app):
     result = loaded_app.test_cli_runner().invoke(args=["tokens", "create", "--role", "agent"])
     assert result.exit_code != 0
     assert "--agent" in result.output
+    result = loaded_app.test_cli_runner().invoke(
+        args=["tokens", "create", "--role", "admin", "--agent", "Mari"])
+    assert result.exit_code != 0 and "only agent tokens" in result.output
 
 
 def test_agent_state_api_roles(loaded_app):

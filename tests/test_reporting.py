@@ -365,3 +365,10 @@ def test_cli_bad_arguments(loaded_app, args, message):
     result = loaded_app.test_cli_runner().invoke(args=["report", *args])
     assert result.exit_code != 0
     assert message in result.output
+
+
+def test_report_refuses_an_absurd_range(loaded_app):
+    result = loaded_app.test_cli_runner().invoke(
+        args=["report", "--from", "0001-01-01", "--to", "9999-12-31"])
+    assert result.exit_code == 2
+    assert "at most 3660 days" in result.output
