@@ -1022,14 +1022,15 @@ class Simulation:
 def simulated_figures(session, call_sids: list[str], threshold: int = 20) -> DayFigures:
     """Offered, answered, abandoned, IVR-only, service level and ASA of the simulated calls.
 
-    Read from the call log the service wrote, with the definitions of
-    :func:`simulator.data.day_figures`: offered = entered a queue; wait = queue entry to answer.
+    Read from the call log the service wrote and computed with the product's own metrics
+    (:mod:`reporting.metrics`): offered = entered a queue; wait = queue entry to answer.
     """
     from ivr.models import Call
+    from reporting.metrics import MetricsAccumulator, classify_offered
 
     wanted = set(call_sids)
-    offered = answered = abandoned = ivr_only = within = rows = 0
-    total_wait = 0.0
+    acc = MetricsAccumulator(threshold)
+    ivr_only = rows = 0
     chunk = 500
     for start in range(0, len(call_sids), chunk):
         for call in session.scalars(select(Call).where(Call.call_sid.in_(call_sids[start:start + chunk]))):
@@ -1037,19 +1038,11 @@ def simulated_figures(session, call_sids: list[str], threshold: int = 20) -> Day
                 continue
             rows += 1
             if call.queue_entered_at is not None:
-                offered += 1
-            if call.outcome == "answered":
-                answered += 1
-                wait = ((call.answered_at - call.queue_entered_at).total_seconds()
-                        if call.answered_at and call.queue_entered_at else 0.0)
-                total_wait += wait
-                if wait <= threshold:
-                    within += 1
-            elif call.outcome == "abandoned":
-                abandoned += 1
+                acc.add(classify_offered(call.queue_entered_at, call.answered_at, call.ended_at,
+                                         call.talk_seconds))
             elif call.outcome == "ivr_abandoned":
                 ivr_only += 1
-    return DayFigures(rows=rows, phantom=0, offered=offered, answered=answered,
-                      abandoned=abandoned, ivr_only=ivr_only, answered_within=within,
-                      threshold=threshold, service_level=within / offered if offered else None,
-                      asa=total_wait / answered if answered else None)
+    return DayFigures(rows=rows, phantom=0, offered=acc.offered, answered=acc.answered,
+                      abandoned=acc.abandoned, ivr_only=ivr_only,
+                      answered_within=acc.answered_within, threshold=threshold,
+                      service_level=acc.sl_offered, asa=acc.asa)
