@@ -58,6 +58,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Menu plays per menu before routing to a person (1 play + 2 re-prompts)."),
     Setting("GATHER_TIMEOUT_SECONDS", 5, int, "Seconds a menu waits for a key."),
     Setting("AGENT_RING_SECONDS", 20, int, "Seconds an agent's phone rings before the offer is withdrawn."),
+    Setting("WRAP_UP_SECONDS", 60.0, float,
+            "After-call work time; then the agent takes calls again unless they ended it earlier "
+            "(0: only the agent ends it)."),
     Setting("HOLD_SECONDS", 20, int, "Seconds of hold music between queue announcements."),
     Setting("HOLD_MUSIC_URL", "", str, "Audio URL played while waiting; empty means silence."),
     Setting("CONFIG_REFRESH_SECONDS", 5.0, float,

@@ -1,6 +1,8 @@
 """JSON API: agents and their states, queues. Every route needs a bearer token."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
@@ -8,8 +10,8 @@ from werkzeug.exceptions import HTTPException
 from admin.auth import require_roles
 from db import get_session
 from ivr.webhooks import dispatch_and_connect
-from routing.agents import AgentStateError, find_agent, set_state
-from routing.models import Agent, Queue, QueueEntry
+from routing.agents import AgentStateError, effective_state, find_agent, set_state
+from routing.models import Agent, AgentStateChange, Queue, QueueEntry
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -23,7 +25,10 @@ def _json_errors(exc: HTTPException):
 
 
 def _agent_json(agent: Agent, skills=None) -> dict:
-    return {"id": agent.id, "name": agent.name, "state": agent.state,
+    now = current_app.config["CLOCK"]()
+    return {"id": agent.id, "name": agent.name, "state": effective_state(agent, now),
+            "not_ready_reason": agent.not_ready_reason,
+            "wrap_up_until": agent.wrap_up_until.isoformat() if agent.wrap_up_until else None,
             "endpoint_kind": agent.endpoint_kind, "endpoint": agent.endpoint,
             "state_changed_at": agent.state_changed_at.isoformat(),
             "skills": sorted(s.skill for s in (agent.skills if skills is None else skills))}
@@ -40,7 +45,8 @@ def list_agents():
 @bp.route("/agents/<key>/state", methods=["PUT", "POST"])
 @require_roles("admin", "supervisor", "agent")
 def change_agent_state(key: str):
-    """Set an agent's state: body ``{"state": "available" | "offline" | "wrap_up"}``.
+    """Set an agent's state: body ``{"state": "available" | "offline" | "wrap_up"}`` or
+    ``{"state": "not_ready", "reason": "break"}``.
 
     An agent token may change only its own agent. 400 for a bad body, 404 for an unknown agent,
     409 when the change is not allowed now (e.g. the agent is on a call). An agent becoming
@@ -59,13 +65,43 @@ def change_agent_state(key: str):
     if g.principal.role == "agent" and g.principal.agent_id != agent.id:
         return jsonify(error="an agent token may change only its own agent"), 403
     try:
-        set_state(session, agent, body["state"], current_app.config["CLOCK"]())
+        set_state(session, agent, body["state"], current_app.config["CLOCK"](),
+                  reason=body.get("reason"))
     except AgentStateError as exc:
         session.rollback()
         return jsonify(error=str(exc)), 409
     skills = agent.skills  # loaded inside this transaction, not lazily after the commit
     dispatch_and_connect(session)
     return jsonify(agent=_agent_json(agent, skills))
+
+
+@bp.get("/agents/<key>/history")
+@require_roles("admin", "supervisor", "reporting", "agent")
+def agent_history(key: str):
+    """An agent's state changes, oldest first: ``{"changes": [{"state", "reason", "at", "call_id"}]}``.
+
+    ``?since=ISO-8601`` limits the list; at most 1000 entries. An agent token sees only its own.
+    """
+    session = get_session()
+    agent = find_agent(session, key)
+    if agent is None:
+        return jsonify(error=f"no agent {key!r}"), 404
+    if g.principal.role == "agent" and g.principal.agent_id != agent.id:
+        return jsonify(error="an agent token may read only its own agent"), 403
+    stmt = select(AgentStateChange).where(AgentStateChange.agent_id == agent.id)
+    since = request.args.get("since")
+    if since:
+        try:
+            moment = datetime.fromisoformat(since)
+        except ValueError:
+            return jsonify(error="since must be an ISO 8601 time with an offset"), 400
+        if moment.tzinfo is None:
+            return jsonify(error="since must be an ISO 8601 time with an offset"), 400
+        stmt = stmt.where(AgentStateChange.at >= moment)
+    changes = session.scalars(stmt.order_by(AgentStateChange.at, AgentStateChange.id).limit(1000))
+    return jsonify(agent=agent.name, changes=[
+        {"state": c.state, "reason": c.reason, "at": c.at.isoformat(), "call_id": c.call_id}
+        for c in changes])
 
 
 @bp.get("/queues")

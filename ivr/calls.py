@@ -91,7 +91,7 @@ def agent_answered(session: Session, call: Call, now: datetime) -> None:
     """The offered agent picked up: the wait ends now. Repeated notices change nothing."""
     if call.status != "connecting":
         return
-    agent_id = acd.offer_answered(session, call.id)
+    agent_id = acd.offer_answered(session, call.id, now)
     call.agent_id = agent_id
     call.answered_at = now
     call.status = "connected"
@@ -101,7 +101,7 @@ MAX_TALK_SECONDS = 24 * 3600
 
 
 def agent_leg_ended(session: Session, call: Call, dial_status: str, duration: int | None,
-                    now: datetime) -> str:
+                    now: datetime, *, wrap_up_seconds: float = 0) -> str:
     """Handle the end of the caller's ``<Dial>`` to an agent; return ``done``, ``requeue`` or ``ignored``.
 
     ``completed`` means the agent talked to the caller for ``duration`` seconds: the call is
@@ -117,14 +117,14 @@ def agent_leg_ended(session: Session, call: Call, dial_status: str, duration: in
         if call.status not in ("connecting", "connected") or call.outcome == "answered":
             return "ignored"
         if call.answered_at is None:
-            call.agent_id = acd.offer_answered(session, call.id) or call.agent_id
+            call.agent_id = acd.offer_answered(session, call.id, now) or call.agent_id
             derived = now - timedelta(seconds=duration or 0)
             call.answered_at = max(derived, call.queue_entered_at or derived)
         call.status = "connected"
         call.outcome = "answered"
         call.talk_seconds = duration if duration is not None else call.talk_seconds
         if call.agent_id is not None:
-            acd.call_finished(session, call.agent_id, call.id, now)
+            acd.call_finished(session, call.agent_id, call.id, now, wrap_up_seconds=wrap_up_seconds)
         return "done"
     if call.status != "connecting":
         return "ignored"
@@ -133,7 +133,8 @@ def agent_leg_ended(session: Session, call: Call, dial_status: str, duration: in
     return "requeue"
 
 
-def end_call(session: Session, call: Call, ended_at: datetime, now: datetime) -> bool:
+def end_call(session: Session, call: Call, ended_at: datetime, now: datetime, *,
+             wrap_up_seconds: float = 0) -> bool:
     """Close the call at ``ended_at``; return False if it had already ended (duplicate or late).
 
     The outcome follows from where the call was: in the menus → ``ivr_abandoned`` (unless it
@@ -153,7 +154,8 @@ def end_call(session: Session, call: Call, ended_at: datetime, now: datetime) ->
         if call.talk_seconds is None and call.answered_at is not None:
             call.talk_seconds = max(0, int((ended_at - call.answered_at).total_seconds()))
         if call.agent_id is not None:
-            acd.call_finished(session, call.agent_id, call.id, now)
+            acd.call_finished(session, call.agent_id, call.id, now,
+                              wrap_up_seconds=wrap_up_seconds)
     elif call.status == "transferring":
         call.outcome = call.outcome or "transferred"
     call.status = "ended"
@@ -164,7 +166,8 @@ def end_call(session: Session, call: Call, ended_at: datetime, now: datetime) ->
 
 
 def apply_status_callback(session: Session, call: Call, provider_status: str,
-                          now: datetime, timestamp: datetime | None = None) -> bool:
+                          now: datetime, timestamp: datetime | None = None, *,
+                          wrap_up_seconds: float = 0) -> bool:
     """Record a status callback; a final status ends the call. Returns True if the call changed state.
 
     ``timestamp`` is the provider's event time (UTC) when it sent one; the end time is that, or
@@ -176,7 +179,7 @@ def apply_status_callback(session: Session, call: Call, provider_status: str,
     if provider_status in FINAL_PROVIDER_STATUSES:
         if timestamp is not None and abs((timestamp - now).total_seconds()) > TRUSTED_CLOCK_SKEW:
             timestamp = None  # an implausible provider time: our own clock is better
-        return end_call(session, call, timestamp or now, now)
+        return end_call(session, call, timestamp or now, now, wrap_up_seconds=wrap_up_seconds)
     return False
 
 

@@ -476,7 +476,8 @@ def dial_after():
         # The caller hung up while the agent's phone rang: not the agent's failure.
         call_log.end_call(session, call, now(), now())
         return _after_call_left(session, VoiceResponse())
-    outcome = call_log.agent_leg_ended(session, call, status, duration, now())
+    outcome = call_log.agent_leg_ended(session, call, status, duration, now(),
+                                       wrap_up_seconds=current_app.config["WRAP_UP_SECONDS"])
     response = VoiceResponse()
     if outcome == "ignored":
         return _stray(session, call)
@@ -521,8 +522,10 @@ def status():
     session = get_session()
     call = _current_call(session)
     freed_agent = call.status in ("queued", "connecting")
-    ended = call_log.apply_status_callback(session, call, request.form.get("CallStatus", ""),
-                                           now(), timestamp=parse_timestamp(request.form.get("Timestamp")))
+    ended = call_log.apply_status_callback(
+        session, call, request.form.get("CallStatus", ""), now(),
+        timestamp=parse_timestamp(request.form.get("Timestamp")),
+        wrap_up_seconds=current_app.config["WRAP_UP_SECONDS"])
     if ended and freed_agent:
         return _after_call_left(session, VoiceResponse())
     session.commit()

@@ -1,40 +1,60 @@
 """Agent state changes requested by people (the agent desktop, a supervisor)."""
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from routing.models import AGENT_STATES, Agent
+from routing.models import AGENT_STATES, Agent, AgentStateChange
 
-# States a person may set; 'busy' is set only by routing when a call is offered.
-SETTABLE_STATES = ("offline", "available", "wrap_up")
+# States a person may set; 'offered' and 'busy' are set only by routing.
+SETTABLE_STATES = ("offline", "available", "wrap_up", "not_ready")
+REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def record_state(session: Session, agent_id: int, state: str, now: datetime, *,
+                 reason: str | None = None, call_id: int | None = None) -> None:
+    """Append one entry to the agent's state history (the caller changes the agent row itself)."""
+    session.add(AgentStateChange(agent_id=agent_id, state=state, reason=reason, call_id=call_id,
+                                 at=now))
 
 
 class AgentStateError(ValueError):
     """The requested state change is not allowed (unknown state, or the agent is on a call)."""
 
 
-def set_state(session: Session, agent: Agent, state: str, now: datetime) -> Agent:
-    """Change ``agent``'s state to ``state`` (offline, available, wrap_up) at ``now``.
+def set_state(session: Session, agent: Agent, state: str, now: datetime, *,
+              reason: str | None = None) -> Agent:
+    """Change ``agent``'s state to ``state`` (offline, available, wrap_up, not_ready) at ``now``.
 
-    Becoming available starts the agent's idle time (longest-idle routing). Raises
-    AgentStateError for an unknown state, for 'busy', or while the agent is ringing or talking.
+    ``not_ready`` needs a ``reason`` (lower-case word, e.g. ``break``, ``training``); other states
+    take none. Becoming available starts the agent's idle time (longest-idle routing) and ends
+    any wrap-up. Every change is written to the state history. Raises AgentStateError for an
+    unknown state, for a routing-only state (offered, busy), for a missing or malformed
+    reason, or while the agent is ringing or talking.
     """
     if state not in AGENT_STATES:
         raise AgentStateError(f"unknown state {state!r}; use one of {', '.join(SETTABLE_STATES)}")
     if state not in SETTABLE_STATES:
         raise AgentStateError(f"state {state!r} is set by routing, not by request")
+    if state == "not_ready":
+        if not isinstance(reason, str) or not REASON_RE.match(reason):
+            raise AgentStateError("not_ready needs a reason: a lower-case word such as 'break'")
+    elif reason is not None:
+        raise AgentStateError(f"only not_ready takes a reason, not {state!r}")
     if agent.current_call_id is not None:
         raise AgentStateError("the agent is on a call; change the state after it ends")
-    if agent.state == state:
+    if agent.state == state and agent.not_ready_reason == reason:
         return agent
     if state == "available":
         agent.idle_since = now
-    elif state == "offline":
+    elif state in ("offline", "not_ready"):
         agent.idle_since = None
-    agent.state, agent.state_changed_at = state, now
+    agent.wrap_up_until = None if state != "wrap_up" else agent.wrap_up_until
+    agent.state, agent.state_changed_at, agent.not_ready_reason = state, now, reason
+    record_state(session, agent.id, state, now, reason=reason)
     session.flush()
     return agent
 
@@ -45,3 +65,10 @@ def find_agent(session: Session, key: str) -> Agent | None:
     if agent is None and key.isascii() and key.isdigit() and len(key) <= 9:
         agent = session.get(Agent, int(key))
     return agent
+
+
+def effective_state(agent: Agent, now: datetime) -> str:
+    """The agent's state as routing sees it at ``now``: a wrap-up whose time is over is available."""
+    if agent.state == "wrap_up" and agent.wrap_up_until is not None and agent.wrap_up_until <= now:
+        return "available"
+    return agent.state

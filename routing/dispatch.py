@@ -9,11 +9,12 @@ change is a compare-and-set UPDATE, and unique indexes on ``agents.current_call_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from routing.agents import record_state
 from routing.models import Agent, AgentSkill, Queue, QueueEntry
 
 
@@ -47,13 +48,22 @@ def _lock(stmt, session: Session, of=None):
     return stmt
 
 
+def _free(now: datetime):
+    """SQL condition: the agent can be offered a call now (available, or wrap-up time is over)."""
+    return and_(Agent.current_call_id.is_(None),
+                or_(Agent.state == "available",
+                    and_(Agent.state == "wrap_up", Agent.wrap_up_until.is_not(None),
+                         Agent.wrap_up_until <= now)))
+
+
 def dispatch(session: Session, now: datetime, *, limit: int = 50) -> list[Assignment]:
-    """Offer waiting calls to available agents; return the new assignments.
+    """Offer waiting calls to free agents; return the new assignments (agents go to ``offered``).
 
     Order: highest priority first, then earliest queue entry; for each call the qualified
-    available agent idle longest (ties: higher proficiency, then lower id). Calls nobody
-    available can serve are skipped, so one blocked queue does not hold up the others.
-    At most ``limit`` calls are considered per invocation.
+    free agent idle longest (ties: higher proficiency, then lower id). An agent whose wrap-up
+    time has run out counts as free, idle since the end of the wrap-up. Calls nobody free can
+    serve are skipped, so one blocked queue does not hold up the others. At most ``limit``
+    calls are considered per invocation.
     """
     rows = session.execute(_lock(
         select(QueueEntry.id, QueueEntry.call_id, QueueEntry.queue_id, Queue.name)
@@ -63,7 +73,7 @@ def dispatch(session: Session, now: datetime, *, limit: int = 50) -> list[Assign
             AgentSkill.skill == Queue.name,
             Queue.id == QueueEntry.queue_id,
             Agent.id == AgentSkill.agent_id,
-            Agent.state == "available")))
+            _free(now))))
         .order_by(QueueEntry.priority.desc(), QueueEntry.entered_at, QueueEntry.id)
         .limit(limit), session, of=QueueEntry)).all()
     assignments: list[Assignment] = []
@@ -71,8 +81,7 @@ def dispatch(session: Session, now: datetime, *, limit: int = 50) -> list[Assign
     for entry_id, call_id, queue_id, queue_name in rows:
         stmt = (select(Agent.id)
                 .join(AgentSkill, AgentSkill.agent_id == Agent.id)
-                .where(AgentSkill.skill == queue_name, Agent.state == "available",
-                       Agent.current_call_id.is_(None))
+                .where(AgentSkill.skill == queue_name, _free(now))
                 .order_by(Agent.idle_since.asc().nulls_first(), AgentSkill.proficiency.desc(),
                           Agent.id)
                 .limit(1))
@@ -88,10 +97,13 @@ def dispatch(session: Session, now: datetime, *, limit: int = 50) -> list[Assign
 
 
 def _claim(session: Session, entry_id: int, call_id: int, agent_id: int, now: datetime) -> bool:
+    before = session.execute(select(Agent.state, Agent.idle_since, Agent.wrap_up_until)
+                             .where(Agent.id == agent_id)).one()
     took_agent = session.execute(
         update(Agent)
-        .where(Agent.id == agent_id, Agent.state == "available", Agent.current_call_id.is_(None))
-        .values(state="busy", current_call_id=call_id, state_changed_at=now)
+        .where(Agent.id == agent_id, _free(now))
+        .values(state="offered", current_call_id=call_id, state_changed_at=now,
+                wrap_up_until=None)
         .execution_options(synchronize_session="fetch")).rowcount
     if took_agent != 1:
         return False
@@ -103,9 +115,13 @@ def _claim(session: Session, entry_id: int, call_id: int, agent_id: int, now: da
         .execution_options(synchronize_session="fetch")).rowcount
     if took_call != 1:
         session.execute(update(Agent).where(Agent.id == agent_id)
-                        .values(state="available", current_call_id=None)
+                        .values(state=before.state, current_call_id=None,
+                                wrap_up_until=before.wrap_up_until)
                         .execution_options(synchronize_session="fetch"))
         return False
+    if before.state == "wrap_up":
+        record_state(session, agent_id, "available", before.wrap_up_until, reason=None)
+    record_state(session, agent_id, "offered", now, call_id=call_id)
     return True
 
 
@@ -118,8 +134,9 @@ def offered_agent(session: Session, call_id: int) -> Agent | None:
 def offer_declined(session: Session, call_id: int, now: datetime) -> Agent | None:
     """The offered agent did not answer (busy, no answer, failed): put the call back in its place.
 
-    The agent is set offline so the next waiting call is not offered to an absent person; the
-    call keeps its original entry time. Returns the agent, or None if there was no offer.
+    The agent is set not ready (reason ``missed_offer``) so the next waiting call is not offered
+    to an absent person; the call keeps its original entry time. Returns the agent, or None if
+    there was no offer.
     """
     entry = session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
     if entry is None or entry.agent_id is None:
@@ -128,19 +145,25 @@ def offer_declined(session: Session, call_id: int, now: datetime) -> Agent | Non
     entry.state, entry.agent_id, entry.offered_at = "waiting", None, None
     session.flush()
     if agent is not None and agent.current_call_id == call_id:
-        agent.state, agent.current_call_id, agent.state_changed_at = "offline", None, now
-        agent.idle_since = None
+        agent.state, agent.current_call_id, agent.state_changed_at = "not_ready", None, now
+        agent.idle_since, agent.not_ready_reason = None, "missed_offer"
+        record_state(session, agent.id, "not_ready", now, reason="missed_offer", call_id=call_id)
     session.flush()
     return agent
 
 
-def offer_answered(session: Session, call_id: int) -> int | None:
-    """The agent answered: the call leaves the queue. Returns the agent id, or None if not offered."""
+def offer_answered(session: Session, call_id: int, now: datetime) -> int | None:
+    """The agent answered: the call leaves the queue and the agent is busy. Returns the agent id,
+    or None if the call was not offered."""
     entry = session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
     if entry is None:
         return None
     agent_id = entry.agent_id
     session.delete(entry)
+    agent = session.get(Agent, agent_id) if agent_id is not None else None
+    if agent is not None and agent.current_call_id == call_id and agent.state == "offered":
+        agent.state, agent.state_changed_at = "busy", now
+        record_state(session, agent.id, "busy", now, call_id=call_id)
     session.flush()
     return agent_id
 
@@ -152,22 +175,32 @@ def leave_queue(session: Session, call_id: int, now: datetime) -> None:
         session.delete(entry)
         session.flush()
     agent = session.scalar(select(Agent).where(Agent.current_call_id == call_id))
-    if agent is not None and agent.state == "busy":
+    if agent is not None and agent.state == "offered":
         # Rang but never connected: the agent is free again and keeps their idle position.
         agent.state, agent.current_call_id, agent.state_changed_at = "available", None, now
         if agent.idle_since is None:
             agent.idle_since = now
+        record_state(session, agent.id, "available", now, reason="caller_left", call_id=call_id)
     elif agent is not None:
         agent.current_call_id = None
     session.flush()
 
 
-def call_finished(session: Session, agent_id: int, call_id: int, now: datetime) -> None:
-    """The agent's conversation ended: the agent goes to wrap-up and is no longer on the call."""
+def call_finished(session: Session, agent_id: int, call_id: int, now: datetime, *,
+                  wrap_up_seconds: float = 0) -> None:
+    """The agent's conversation ended: wrap-up starts and the agent is no longer on the call.
+
+    Wrap-up ends by itself after ``wrap_up_seconds`` (dispatch then treats the agent as free,
+    idle since that moment), or earlier when the agent says so; 0 means only the agent ends it.
+    """
     agent = session.get(Agent, agent_id)
     if agent is None or agent.current_call_id != call_id:
         return
     agent.state, agent.current_call_id, agent.state_changed_at = "wrap_up", None, now
+    if wrap_up_seconds > 0:
+        agent.wrap_up_until = now + timedelta(seconds=wrap_up_seconds)
+        agent.idle_since = agent.wrap_up_until
+    record_state(session, agent.id, "wrap_up", now, call_id=call_id)
     session.flush()
 
 

@@ -8,7 +8,10 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db import Base, UTCDateTime, utcnow
 
-AGENT_STATES = ("offline", "available", "busy", "wrap_up")
+# offered = the agent's phone is ringing with a call; busy = talking; wrap_up = after-call
+# work (ends at wrap_up_until, or when the agent says so); not_ready = logged in but not
+# taking calls, with a reason (break, training, a missed offer, …).
+AGENT_STATES = ("offline", "available", "offered", "busy", "wrap_up", "not_ready")
 ENDPOINT_KINDS = ("number", "sip", "client")
 
 
@@ -38,6 +41,8 @@ class Agent(Base):
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Longest-idle routing orders available agents by this: when they last became free.
     idle_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    not_ready_reason: Mapped[str | None] = mapped_column(String(32))
+    wrap_up_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # At most one call per agent, enforced by the database.
     current_call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL", use_alter=True),
                                                         unique=True)
@@ -46,6 +51,21 @@ class Agent(Base):
                                                       cascade="all, delete-orphan")
 
     __table_args__ = (Index("ix_agents_state_idle_since", "state", "idle_since"),)
+
+
+class AgentStateChange(Base):
+    """One entry of an agent's state history (append-only): occupancy and handle time come from it."""
+
+    __tablename__ = "agent_state_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_agent_state_changes_agent_id_at", "agent_id", "at"),)
 
 
 class AgentSkill(Base):

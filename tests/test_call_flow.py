@@ -112,7 +112,7 @@ def test_topic_with_a_free_agent_dials_the_longest_idle_one_and_records_both_cha
     assert number.text == "+37255500002"
     assert number.get("url") == f"{PUBLIC_BASE}/twilio/agent/answer?call={caller.call_sid}"
     with loaded_app.extensions["db_sessionmaker"]() as s:
-        assert _agent(s, "Jaan").state == "busy"
+        assert _agent(s, "Jaan").state == "offered"
         assert _agent(s, "Mari").state == "available"
 
 
@@ -172,7 +172,7 @@ def test_agent_who_does_not_answer_sends_the_caller_back_keeping_their_place(
                             DialCallDuration="0"))
     assert back.find("Enqueue").text == "et.pension"
     with loaded_app.extensions["db_sessionmaker"]() as s:
-        assert _agent(s, "Jaan").state == "offline"
+        assert (_agent(s, "Jaan").state, _agent(s, "Jaan").not_ready_reason) == ("not_ready", "missed_offer")
         entries = {e.call_id: e for e in s.scalars(select(QueueEntry))}
     call = _call(loaded_app, first.call_sid)
     assert call.queue_entered_at == first_entered

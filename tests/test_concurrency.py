@@ -75,7 +75,7 @@ def test_parallel_dispatch_never_double_assigns_on_postgresql(loaded_app):
         assert len(results) == 3
         with maker() as s:
             busy = s.execute(select(Agent.id, Agent.current_call_id)
-                             .where(Agent.state == "busy")).all()
+                             .where(Agent.state == "offered")).all()
             offered = s.execute(select(QueueEntry.call_id, QueueEntry.agent_id)
                                 .where(QueueEntry.state == "offered")).all()
         assert sorted((agent, call) for call, agent in offered) == sorted(busy)

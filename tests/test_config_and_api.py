@@ -234,7 +234,7 @@ def test_agent_becoming_available_is_offered_the_waiting_caller(loaded_app):
     token = _token(loaded_app, "agent", "Jaan")
     response = client.put("/api/agents/Jaan/state", json={"state": "available"},
                           headers={"Authorization": f"Bearer {token}"})
-    assert response.get_json()["agent"]["state"] == "busy"
+    assert response.get_json()["agent"]["state"] == "offered"
     assert loaded_app.extensions["telephony"].sent == [
         ("redirect", caller.call_sid, PUBLIC_BASE + "/twilio/queue/connect")]
     # While ringing or talking the agent cannot log out.

@@ -1,0 +1,114 @@
+"""Agent states and their history: offered, busy, wrap-up with a timer, not ready with a reason."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from routing.agents import AgentStateError, set_state
+from routing.models import Agent, AgentStateChange
+from tests.conftest import Caller
+from tests.twiml import parse, verbs
+
+
+def _agent(session, name: str) -> Agent:
+    return session.scalar(select(Agent).where(Agent.name == name))
+
+
+def _token(app, role: str, agent: str | None = None) -> str:
+    args = ["tokens", "create", "--role", role] + (["--agent", agent] if agent else [])
+    return app.test_cli_runner().invoke(args=args).output.strip()
+
+
+def _queue_caller(caller: Caller, topic_key: str = "2") -> None:
+    caller.post("/twilio/voice")
+    caller.post("/twilio/ivr/language?attempt=1", Digits="1")
+    caller.post("/twilio/ivr/topic?attempt=1", Digits=topic_key)
+
+
+def test_a_call_leaves_a_complete_state_history(loaded_app, clock):
+    client = loaded_app.test_client()
+    token = _token(loaded_app, "agent", "Mari")
+    auth = {"Authorization": f"Bearer {token}"}
+    start = clock()
+    assert client.put("/api/agents/Mari/state", json={"state": "available"}, headers=auth).status_code == 200
+    caller = Caller(client)
+    clock.advance(10)
+    _queue_caller(caller)
+    clock.advance(3)
+    caller.post(f"/twilio/agent/answer?call={caller.call_sid}")
+    clock.advance(100)
+    caller.post("/twilio/dial/after", DialCallStatus="completed", DialCallDuration="100")
+    clock.advance(20)
+    assert client.put("/api/agents/Mari/state", json={"state": "not_ready", "reason": "break"},
+                      headers=auth).status_code == 200
+    history = client.get("/api/agents/Mari/history", headers=auth).get_json()["changes"]
+    assert [(h["state"], h["reason"]) for h in history] == [
+        ("available", None), ("offered", None), ("busy", None), ("wrap_up", None),
+        ("not_ready", "break")]
+    assert [h["at"] for h in history] == [
+        (start + timedelta(seconds=s)).isoformat() for s in (0, 10, 13, 113, 133)]
+    assert history[1]["call_id"] == history[2]["call_id"] == history[3]["call_id"] is not None
+    later = client.get("/api/agents/Mari/history", headers=auth, query_string={
+        "since": (start + timedelta(seconds=100)).isoformat()}).get_json()["changes"]
+    assert [h["state"] for h in later] == ["wrap_up", "not_ready"]
+    assert client.get("/api/agents/Jaan/history", headers=auth).status_code == 403
+    assert client.get("/api/agents/Mari/history?since=yesterday", headers=auth).status_code == 400
+
+
+def test_wrap_up_ends_on_its_timer_and_the_agent_takes_the_next_caller(loaded_app, clock):
+    loaded_app.config["WRAP_UP_SECONDS"] = 60
+    with loaded_app.extensions["db_sessionmaker"]() as s:
+        set_state(s, _agent(s, "Mari"), "available", clock())
+        s.commit()
+    client = loaded_app.test_client()
+    first, second = Caller(client, "CA" + "1" * 32), Caller(client, "CA" + "2" * 32)
+    _queue_caller(first)
+    first.post(f"/twilio/agent/answer?call={first.call_sid}")
+    clock.advance(50)
+    first.post("/twilio/dial/after", DialCallStatus="completed", DialCallDuration="50")
+    wrap_up_ended = clock() + timedelta(seconds=60)
+    clock.advance(5)
+    _queue_caller(second)
+    clock.advance(25)  # 30 s into the wrap-up: still after-call work
+    assert verbs(parse(second.post("/twilio/queue/wait"))) == ["Play", "Pause"]
+    clock.advance(31)  # the wrap-up time is over: the next hold-loop request connects
+    assert verbs(parse(second.post("/twilio/queue/wait"))) == ["Redirect"]
+    with loaded_app.extensions["db_sessionmaker"]() as s:
+        mari = _agent(s, "Mari")
+        assert (mari.state, mari.wrap_up_until) == ("offered", None)
+        states = [(c.state, c.at) for c in s.scalars(
+            select(AgentStateChange).where(AgentStateChange.agent_id == mari.id)
+            .order_by(AgentStateChange.id))]
+    assert states[-2:] == [("available", wrap_up_ended), ("offered", clock())]
+
+
+def test_an_agent_can_end_wrap_up_early(loaded_app, clock):
+    loaded_app.config["WRAP_UP_SECONDS"] = 600
+    client = loaded_app.test_client()
+    token = _token(loaded_app, "agent", "Mari")
+    auth = {"Authorization": f"Bearer {token}"}
+    client.put("/api/agents/Mari/state", json={"state": "available"}, headers=auth)
+    caller = Caller(client)
+    _queue_caller(caller)
+    caller.post(f"/twilio/agent/answer?call={caller.call_sid}")
+    caller.post("/twilio/dial/after", DialCallStatus="completed", DialCallDuration="30")
+    agent = client.get("/api/agents", headers={
+        "Authorization": f"Bearer {_token(loaded_app, 'supervisor')}"}).get_json()["agents"]
+    assert {a["name"]: a["state"] for a in agent}["Mari"] == "wrap_up"
+    done = client.put("/api/agents/Mari/state", json={"state": "available"}, headers=auth)
+    assert done.get_json()["agent"]["state"] == "available"
+    assert done.get_json()["agent"]["wrap_up_until"] is None
+
+
+@pytest.mark.parametrize("state,reason,message", [
+    ("not_ready", None, "needs a reason"),
+    ("not_ready", "Coffee Break!", "needs a reason"),
+    ("available", "break", "only not_ready takes a reason"),
+    ("offered", None, "set by routing"),
+    ("busy", None, "set by routing"),
+])
+def test_state_requests_are_validated(session, loaded_app, clock, state, reason, message):
+    with pytest.raises(AgentStateError, match=message):
+        set_state(session, _agent(session, "Mari"), state, clock(), reason=reason)
