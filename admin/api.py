@@ -9,7 +9,9 @@ from werkzeug.exceptions import HTTPException
 
 from admin.auth import require_roles
 from db import get_session
-from ivr.webhooks import dispatch_and_connect
+from ivr.calls import find_call
+from ivr.webhooks import connect_accepted, dispatch_and_connect
+from routing import dispatch as acd
 from routing.agents import AgentStateError, effective_state, find_agent, set_state
 from routing.models import Agent, AgentStateChange, Queue, QueueEntry
 
@@ -73,6 +75,44 @@ def change_agent_state(key: str):
     skills = agent.skills  # loaded inside this transaction, not lazily after the commit
     dispatch_and_connect(session)
     return jsonify(agent=_agent_json(agent, skills))
+
+
+@bp.post("/agents/<key>/accept")
+@require_roles("admin", "supervisor", "agent")
+def accept_call(key: str):
+    """The agent takes a waiting call: body ``{"call_sid": "CA…"}``.
+
+    200 with the agent when the call is theirs (their phone rings next); 409 ``already taken``
+    when another agent got it first or the caller left, and the agent stays as they were;
+    409 when the agent is not free; 404 for an unknown agent or call. An agent token may
+    accept only for its own agent.
+    """
+    session = get_session()
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("call_sid"), str):
+        return jsonify(error='send a JSON body like {"call_sid": "CA…"}'), 400
+    agent = find_agent(session, key)
+    if agent is None:
+        return jsonify(error=f"no agent {key!r}"), 404
+    if g.principal.role == "agent" and g.principal.agent_id != agent.id:
+        return jsonify(error="an agent token may accept only for its own agent"), 403
+    call = find_call(session, body["call_sid"][:64])
+    if call is None:
+        return jsonify(error=f"no call {body['call_sid'][:64]!r}"), 404
+    try:
+        assignment = acd.accept(session, agent.id, call.id, current_app.config["CLOCK"]())
+    except acd.AlreadyTaken as exc:
+        session.rollback()
+        return jsonify(error="already taken", detail=str(exc)), 409
+    except acd.AgentNotFree as exc:
+        session.rollback()
+        return jsonify(error="agent not free", detail=str(exc)), 409
+    skills = agent.skills
+    connect_accepted(session, assignment)
+    return jsonify(agent=_agent_json(agent, skills), call_sid=call.call_sid)
 
 
 @bp.get("/agents/<key>/history")

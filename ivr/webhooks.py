@@ -550,3 +550,10 @@ def dispatch_and_connect(session) -> int:
     session.commit()
     _redirect_to_agents(others)
     return len(others)
+
+
+def connect_accepted(session, assignment: acd.Assignment) -> None:
+    """An agent accepted a waiting call through the API: mark it, commit, redirect the caller."""
+    offered = call_log.mark_offered(session, [assignment.call_id])
+    session.commit()
+    _redirect_to_agents([c.call_sid for c in offered])

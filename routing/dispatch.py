@@ -96,6 +96,40 @@ def dispatch(session: Session, now: datetime, *, limit: int = 50) -> list[Assign
     return assignments
 
 
+class AlreadyTaken(RuntimeError):
+    """The call is no longer waiting (another agent took it, or the caller left)."""
+
+
+class AgentNotFree(RuntimeError):
+    """The agent cannot take a call now (not available, or already on one)."""
+
+
+def accept(session: Session, agent_id: int, call_id: int, now: datetime) -> Assignment:
+    """The agent picks the waiting call ``call_id`` (e.g. from a supervisor's queue view).
+
+    Atomic like :func:`dispatch`: of several agents accepting the same call at once exactly
+    one gets it (the agent goes to ``offered``); the others get AlreadyTaken and stay as they
+    were. Raises AgentNotFree if the agent is not free, AlreadyTaken if the call is not waiting
+    or not in a queue the agent has the skill for.
+    """
+    entry = session.execute(_lock(
+        select(QueueEntry.id, QueueEntry.queue_id, Queue.name)
+        .join(Queue, Queue.id == QueueEntry.queue_id)
+        .where(QueueEntry.call_id == call_id, QueueEntry.state == "waiting"), session,
+        of=QueueEntry)).first()
+    if entry is None:
+        raise AlreadyTaken(f"call {call_id} is not waiting")
+    skilled = session.scalar(select(AgentSkill.id).where(AgentSkill.agent_id == agent_id,
+                                                         AgentSkill.skill == entry.name))
+    if skilled is None:
+        raise AlreadyTaken(f"call {call_id} waits in {entry.name}, a queue the agent does not serve")
+    if not _claim(session, entry.id, call_id, agent_id, now):
+        if session.scalar(select(Agent.id).where(Agent.id == agent_id, _free(now))) is None:
+            raise AgentNotFree(f"agent {agent_id} is not free")
+        raise AlreadyTaken(f"call {call_id} was taken by another agent")
+    return Assignment(call_id, agent_id, entry.queue_id)
+
+
 def _claim(session: Session, entry_id: int, call_id: int, agent_id: int, now: datetime) -> bool:
     before = session.execute(select(Agent.state, Agent.idle_since, Agent.wrap_up_until)
                              .where(Agent.id == agent_id)).one()

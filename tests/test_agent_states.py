@@ -112,3 +112,54 @@ def test_an_agent_can_end_wrap_up_early(loaded_app, clock):
 def test_state_requests_are_validated(session, loaded_app, clock, state, reason, message):
     with pytest.raises(AgentStateError, match=message):
         set_state(session, _agent(session, "Mari"), state, clock(), reason=reason)
+
+
+def _free_without_dispatch(app, *names: str) -> None:
+    """Make agents available directly, as if their desktops raced ahead of dispatch."""
+    with app.extensions["db_sessionmaker"]() as s:
+        for name in names:
+            agent = _agent(s, name)
+            agent.state, agent.idle_since = "available", agent.state_changed_at
+        s.commit()
+
+
+def test_a_second_agent_accepting_the_same_call_finds_it_taken(loaded_app):
+    client = loaded_app.test_client()
+    caller = Caller(client)
+    _queue_caller(caller, topic_key="1")  # et.pension: Mari and Jaan both serve it
+    _free_without_dispatch(loaded_app, "Mari", "Jaan")
+    mari = {"Authorization": f"Bearer {_token(loaded_app, 'agent', 'Mari')}"}
+    jaan = {"Authorization": f"Bearer {_token(loaded_app, 'agent', 'Jaan')}"}
+    first = client.post("/api/agents/Jaan/accept", json={"call_sid": caller.call_sid}, headers=jaan)
+    assert first.status_code == 200
+    taken = client.post("/api/agents/Mari/accept", json={"call_sid": caller.call_sid}, headers=mari)
+    assert taken.status_code == 409 and taken.get_json()["error"] == "already taken"
+    with loaded_app.extensions["db_sessionmaker"]() as s:
+        assert (_agent(s, "Jaan").state, _agent(s, "Mari").state) == ("offered", "available")
+    assert client.post("/api/agents/Mari/accept", json={"call_sid": "CA404"},
+                       headers=mari).status_code == 404
+    assert client.post("/api/agents/Mari/accept", json={"call_sid": caller.call_sid},
+                       headers=jaan).status_code == 403
+    assert client.post("/api/agents/Mari/accept", json=["x"], headers=mari).status_code == 400
+    busy = client.post("/api/agents/Jaan/accept", json={"call_sid": caller.call_sid}, headers=jaan)
+    assert busy.status_code == 409
+
+
+def test_accept_takes_a_waiting_call_and_rings_the_agent(loaded_app):
+    from ivr.models import Call
+    client = loaded_app.test_client()
+    caller = Caller(client)
+    _queue_caller(caller, topic_key="1")
+    mari = {"Authorization": f"Bearer {_token(loaded_app, 'agent', 'Mari')}"}
+    sup = {"Authorization": f"Bearer {_token(loaded_app, 'supervisor')}"}
+    _free_without_dispatch(loaded_app, "Mari")
+    response = client.post("/api/agents/Mari/accept", json={"call_sid": caller.call_sid}, headers=sup)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["agent"]["state"] == "offered"
+    assert loaded_app.extensions["telephony"].sent[-1][:2] == ("redirect", caller.call_sid)
+    connect = parse(caller.post("/twilio/queue/connect"))
+    assert connect.find("Dial/Number").text == "+37255500001"
+    with loaded_app.extensions["db_sessionmaker"]() as s:
+        assert s.scalar(select(Call.status)) == "connecting"
+    again = client.post("/api/agents/Mari/accept", json={"call_sid": caller.call_sid}, headers=mari)
+    assert again.status_code == 409

@@ -83,6 +83,67 @@ def test_parallel_dispatch_never_double_assigns_on_postgresql(loaded_app):
         assert sorted(call for call, _ in offered) == call_ids[:3]
 
 
+@pytest.mark.skipif(not PG_URL, reason="concurrency on PostgreSQL needs TEST_DATABASE_URL")
+def test_two_agents_accepting_one_call_at_once_on_postgresql(loaded_app):
+    from routing.dispatch import AlreadyTaken, accept
+
+    maker = loaded_app.extensions["db_sessionmaker"]
+    with maker() as s:
+        queue = s.scalar(select(Queue).where(Queue.name == "et.pension"))
+        agents = []
+        for i in range(2):
+            agent = Agent(name=f"rival-{i}", endpoint_kind="client", endpoint=f"rival{i}",
+                          state="available", idle_since=NOW, state_changed_at=NOW)
+            agent.skills = [AgentSkill(skill="et.pension")]
+            agents.append(agent)
+        s.add_all(agents)
+        s.commit()
+        agent_ids = [a.id for a in agents]
+        queue_id = queue.id
+
+    outcomes = Counter()
+    for repetition in range(50):
+        with maker() as s:
+            call = Call(call_sid=f"CA{repetition:032d}", arrived_at=NOW, last_event_at=NOW,
+                        status="queued", queue_id=queue_id)
+            s.add(call)
+            s.flush()
+            s.add(QueueEntry(call_id=call.id, queue_id=queue_id, priority=0, state="waiting",
+                             entered_at=NOW))
+            s.execute(update(Agent).where(Agent.id.in_(agent_ids))
+                      .values(state="available", current_call_id=None))
+            s.commit()
+            call_id = call.id
+        barrier = threading.Barrier(2)
+
+        def try_accept(agent_id: int):
+            with maker() as s:
+                barrier.wait()
+                try:
+                    accept(s, agent_id, call_id, NOW)
+                    s.commit()
+                    return agent_id, "connected"
+                except AlreadyTaken:
+                    s.rollback()
+                    return agent_id, "already taken"
+
+        with ThreadPoolExecutor(2) as pool:
+            results = dict(pool.map(try_accept, agent_ids))
+        assert sorted(results.values()) == ["already taken", "connected"], (repetition, results)
+        winner = next(a for a, r in results.items() if r == "connected")
+        loser = next(a for a, r in results.items() if r != "connected")
+        with maker() as s:
+            states = dict(s.execute(select(Agent.id, Agent.state).where(Agent.id.in_(agent_ids))).all())
+            entry = s.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+        assert states == {winner: "offered", loser: "available"}
+        assert (entry.state, entry.agent_id) == ("offered", winner)
+        outcomes[winner] += 1
+        with maker() as s:
+            s.execute(QueueEntry.__table__.delete())
+            s.commit()
+    assert sum(outcomes.values()) == 50
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
