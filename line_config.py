@@ -127,16 +127,31 @@ class TopicConfig(_Strict):
 
 
 class MenuOption(_Strict):
-    """What a key of the topic menu does: queue for a ``topic`` or ``transfer`` to a unit code."""
+    """What a key of the topic menu does: queue for a ``topic``, ``transfer`` to a unit code, or
+    ``refer`` the caller to another authority (read out its number)."""
 
     topic: str | None = None
     transfer: str | None = None
+    refer: str | None = None
 
     @model_validator(mode="after")
     def _one_action(self):
-        if (self.topic is None) == (self.transfer is None):
-            raise ValueError("an option needs exactly one of 'topic' or 'transfer'")
+        if sum(x is not None for x in (self.topic, self.transfer, self.refer)) != 1:
+            raise ValueError("an option needs exactly one of 'topic', 'transfer' or 'refer'")
         return self
+
+
+class ReferralConfig(_Strict):
+    """Another authority callers are referred to: its remit, the number read out to callers,
+    and the prompt (by key) that says so in every language."""
+
+    code: str = Field(pattern=r"^[a-z_]+$")
+    name: str = Field(min_length=1)
+    remit: str = Field(min_length=1)
+    phone: str = Field(pattern=r"^\+?[0-9][0-9 ]{2,20}$", description="as read out, e.g. 15501")
+    prompt: str
+    source: str | None = None
+    verified_on: str | None = None
 
 
 class AgentConfig(_Strict):
@@ -211,6 +226,7 @@ class LineConfig(_Strict):
     repeat_key: str = "*"
     hours: HoursConfig = HoursConfig()
     units: list[UnitConfig] = []
+    referrals: list[ReferralConfig] = []
     agents: list[AgentConfig] = []
     prompts: dict[str, dict[str, PromptText]]
 
@@ -243,6 +259,7 @@ class LineConfig(_Strict):
         for field, values in (("languages", [lang.code for lang in self.languages]),
                               ("topics", [t.code for t in self.topics]),
                               ("units", [u.code for u in self.units]),
+                              ("referrals", [r.code for r in self.referrals]),
                               ("agents", [a.name for a in self.agents])):
             twice = sorted(v for v, n in Counter(values).items() if n > 1)
             if twice:
@@ -259,6 +276,8 @@ class LineConfig(_Strict):
         for key, option in self.topic_menu.items():
             if option.topic is not None and option.topic not in topics:
                 raise ValueError(f"topic_menu.{key}: unknown topic {option.topic!r}")
+            if option.refer is not None and option.refer not in {r.code for r in self.referrals}:
+                raise ValueError(f"topic_menu.{key}: unknown referral {option.refer!r}")
             if option.transfer is not None and option.transfer not in units:
                 raise ValueError(f"topic_menu.{key}: unknown unit {option.transfer!r}")
             if key in (self.person_key, self.repeat_key):
@@ -274,6 +293,12 @@ class LineConfig(_Strict):
             for code in codes:
                 if code not in self.prompts[key]:
                     raise ValueError(f"prompts.{key}.{code}: missing")
+        for index, referral in enumerate(self.referrals):
+            if referral.prompt not in self.prompts:
+                raise ValueError(f"referrals.{index}.prompt: no prompt {referral.prompt!r}")
+            for code in codes:
+                if code not in self.prompts[referral.prompt]:
+                    raise ValueError(f"prompts.{referral.prompt}.{code}: missing")
         for key, by_language in self.prompts.items():
             allowed = PROMPT_PLACEHOLDERS.get(key, set())
             for code, prompt in by_language.items():
@@ -359,3 +384,11 @@ def current_line_config(session: Session) -> LineConfig | None:
         _cache.clear()
         _cache[key] = config
     return config
+
+
+def find_referral(config: LineConfig, code: str) -> ReferralConfig:
+    """Return the referral ``code``; KeyError if the configuration has none by that code."""
+    for referral in config.referrals:
+        if referral.code == code:
+            return referral
+    raise KeyError(code)

@@ -11,6 +11,7 @@ from admin.auth import require_roles
 from db import get_session
 from ivr.calls import find_call
 from ivr.webhooks import connect_accepted, dispatch_and_connect
+from line_config import current_line_config
 from routing import dispatch as acd
 from routing.agents import AgentStateError, effective_state, find_agent, set_state
 from routing.models import Agent, AgentStateChange, Queue, QueueEntry
@@ -142,6 +143,19 @@ def agent_history(key: str):
     return jsonify(agent=agent.name, changes=[
         {"state": c.state, "reason": c.reason, "at": c.at.isoformat(), "call_id": c.call_id}
         for c in changes])
+
+
+@bp.get("/referrals")
+@require_roles("admin", "supervisor", "qa", "reporting", "agent")
+def list_referrals():
+    """Other authorities for out-of-remit questions; ``?q=word`` filters by name or remit."""
+    config = current_line_config(get_session())
+    query = request.args.get("q", "").strip().casefold()
+    referrals = [r for r in (config.referrals if config else [])
+                 if not query or query in r.name.casefold() or query in r.remit.casefold()]
+    return jsonify(referrals=[{"code": r.code, "name": r.name, "remit": r.remit, "phone": r.phone,
+                               "source": r.source, "verified_on": r.verified_on}
+                              for r in referrals])
 
 
 @bp.get("/queues")

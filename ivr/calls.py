@@ -145,7 +145,7 @@ def end_call(session: Session, call: Call, ended_at: datetime, now: datetime, *,
     if call.status == "ended":
         return False
     if call.status == "ivr":
-        call.outcome = call.outcome or "ivr_abandoned"
+        call.outcome = call.outcome or "ivr_abandoned"  # keeps out_of_hours / referred
     elif call.status in ("queued", "connecting"):
         call.outcome = "abandoned"
         acd.leave_queue(session, call.id, now)

@@ -11,7 +11,8 @@ from db import Base, UTCDateTime, utcnow
 # Where the call is now. 'ended' is final: later callbacks never move a call out of it.
 CALL_STATUSES = ("ivr", "queued", "connecting", "connected", "transferring", "ended")
 # How it ended; only 'answered' and 'abandoned' calls were offered to agents.
-CALL_OUTCOMES = ("answered", "abandoned", "ivr_abandoned", "out_of_hours", "transferred", "failed")
+CALL_OUTCOMES = ("answered", "abandoned", "ivr_abandoned", "out_of_hours", "transferred",
+                 "referred", "failed")
 
 
 class Call(Base):

@@ -18,7 +18,7 @@ from ivr.hours import is_open
 from ivr.menu import interpret
 from ivr.models import Call
 from ivr.prompts import Prompts
-from line_config import LineConfig, current_line_config
+from line_config import LineConfig, current_line_config, find_referral
 from routing import dispatch as acd
 from routing.models import Agent, Queue, Unit
 from telephony.client import TelephonyError
@@ -217,7 +217,8 @@ def topic():
         return _stray(session, call)
     language = _call_language(config, call)
     attempt = _int_arg("attempt")
-    options = {key: (opt.topic or f"unit:{opt.transfer}") for key, opt in config.topic_menu.items()}
+    options = {key: (opt.topic or (f"unit:{opt.transfer}" if opt.transfer else f"refer:{opt.refer}"))
+               for key, opt in config.topic_menu.items()}
     decision = interpret(request.form.get("Digits"), options, attempt=attempt,
                          max_attempts=current_app.config["MAX_MENU_ATTEMPTS"],
                          person_key=config.person_key, repeat_key=config.repeat_key)
@@ -232,6 +233,8 @@ def topic():
         return _to_person(session, config, call, lead=("to_person",))
     if decision.value.startswith("unit:"):
         return _transfer(session, config, call, decision.value[5:])
+    if decision.value.startswith("refer:"):
+        return _refer(session, config, call, decision.value[6:])
     call.topic = decision.value
     queue = session.scalar(select(Queue).where(Queue.language == language,
                                                Queue.topic == decision.value))
@@ -285,6 +288,23 @@ def _to_person(session, config: LineConfig, call: Call, *, lead: tuple[str, ...]
     queue = session.scalar(select(Queue).where(Queue.language == language,
                                                Queue.topic == config.general_topic))
     return _queue_call(session, config, call, queue, lead=lead)
+
+
+def _refer(session, config: LineConfig, call: Call, referral_code: str):
+    """Out of the agency's remit: read out the competent authority's number, log it as referred."""
+    referral = find_referral(config, referral_code)
+    call_log.leave_ivr(call, now())
+    call.outcome = "referred"
+    call.topic = f"referral:{referral.code}"[:32]
+    session.commit()
+    response = VoiceResponse()
+    prompts = _prompts(config)
+    language = _call_language(config, call)
+    prompts.add(response, referral.prompt, language)
+    response.pause(length=1)
+    prompts.add(response, referral.prompt, language)  # said twice, so the number can be noted
+    response.hangup()
+    return twiml_response(response)
 
 
 def _transfer(session, config: LineConfig, call: Call, unit_code: str):

@@ -375,3 +375,16 @@ def test_dial_action_after_the_caller_hung_up_is_not_the_agents_fault(caller, lo
         assert (mari.state, mari.current_call_id) == ("available", None)
         assert s.scalar(select(QueueEntry)) is None
     assert _call(loaded_app, caller.call_sid).outcome == "abandoned"
+
+
+def test_out_of_remit_caller_hears_the_referral_and_is_logged_as_referred(caller, loaded_app):
+    caller.post("/twilio/voice")
+    caller.post("/twilio/ivr/language?attempt=1", Digits="3")
+    root = parse(caller.post("/twilio/ivr/topic?attempt=1", Digits="7"))
+    assert verbs(root) == ["Say", "Pause", "Say", "Hangup"]
+    assert root[0].text == root[2].text == ("For work-ability assessment and unemployment "
+                                            "insurance, please call the Unemployment Insurance "
+                                            "Fund on 1 5 5 0 1.")
+    caller.post("/twilio/status", CallStatus="completed")
+    call = _call(loaded_app, caller.call_sid)
+    assert (call.outcome, call.queue_entered_at, call.topic) == ("referred", None, "referral:tootukassa")

@@ -261,3 +261,20 @@ def test_api_errors_are_json(loaded_app):
     assert wrong_method.status_code == 405 and "error" in wrong_method.get_json()
     # Provider routes keep plain answers.
     assert client.get("/twilio/voice").status_code == 405
+
+
+def test_referral_directory_is_searchable_by_agents(loaded_app):
+    client = loaded_app.test_client()
+    auth = {"Authorization": f"Bearer {_token(loaded_app, 'agent', 'Mari')}"}
+    everything = client.get("/api/referrals", headers=auth).get_json()["referrals"]
+    assert [r["code"] for r in everything] == ["tootukassa", "tervisekassa", "emta"]
+    found = client.get("/api/referrals?q=SICKNESS", headers=auth).get_json()["referrals"]
+    assert [(r["name"], r["phone"]) for r in found] == [("Tervisekassa (Health Insurance Fund)", "669 6630")]
+    assert client.get("/api/referrals").status_code == 401
+
+
+def test_referral_option_needs_a_known_referral_with_prompts():
+    with pytest.raises(LineConfigError, match="unknown referral 'nobody'"):
+        parse_line_config(_broken(lambda d: d["topic_menu"].update({"8": {"refer": "nobody"}})))
+    with pytest.raises(LineConfigError, match="prompts.referral_emta.ru: missing"):
+        parse_line_config(_broken(lambda d: d["prompts"]["referral_emta"].pop("ru")))
