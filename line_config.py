@@ -133,6 +133,7 @@ class MenuOption(_Strict):
     topic: str | None = None
     transfer: str | None = None
     refer: str | None = None
+    keywords: dict[str, list[str]] = Field({}, description="spoken words per language code")
 
     @model_validator(mode="after")
     def _one_action(self):
@@ -224,6 +225,11 @@ class LineConfig(_Strict):
     topic_menu: dict[str, MenuOption]
     person_key: str = "0"
     repeat_key: str = "*"
+    person_keywords: dict[str, list[str]] = Field(
+        {"et": ["inimene", "inimesega", "operaator", "operaatoriga", "teenindaja", "teenindajaga"],
+         "ru": ["оператор", "оператором", "оператора", "человек", "человеком"],
+         "en": ["operator", "agent", "person", "human"]},
+        description="spoken words (any language) that ask for a person")
     hours: HoursConfig = HoursConfig()
     units: list[UnitConfig] = []
     referrals: list[ReferralConfig] = []
@@ -293,6 +299,10 @@ class LineConfig(_Strict):
             for code in codes:
                 if code not in self.prompts[key]:
                     raise ValueError(f"prompts.{key}.{code}: missing")
+        for key, option in self.topic_menu.items():
+            for code in option.keywords:
+                if code not in codes:
+                    raise ValueError(f"topic_menu.{key}.keywords.{code}: not a configured language")
         for index, referral in enumerate(self.referrals):
             if referral.prompt not in self.prompts:
                 raise ValueError(f"referrals.{index}.prompt: no prompt {referral.prompt!r}")

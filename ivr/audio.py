@@ -13,19 +13,27 @@ class TtsUnavailable(RuntimeError):
     """The text-to-speech program is not installed or failed."""
 
 
-def rendered_path(audio_dir: str | Path, language: str, text: str) -> Path:
-    """Return where the audio of ``text`` in ``language`` is cached: ``<dir>/<lang>/<sha1>.wav``."""
-    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
+NORMAL_SPEED = 150
+SLOW_SPEED = 115
+
+
+def rendered_path(audio_dir: str | Path, language: str, text: str,
+                  speed: int = NORMAL_SPEED) -> Path:
+    """Return where the audio of ``text`` in ``language`` at ``speed`` (words per minute) is
+    cached: ``<dir>/<lang>/<sha1>.wav``."""
+    digest = hashlib.sha1(f"{speed}:{text}".encode("utf-8")).hexdigest()
     return Path(audio_dir) / language / f"{digest}.wav"
 
 
-def render(text: str, language: str, audio_dir: str | Path, command: str = "espeak-ng") -> Path:
-    """Return a WAV file of ``text`` spoken in ``language`` (ISO 639-1), rendering it once.
+def render(text: str, language: str, audio_dir: str | Path, command: str = "espeak-ng", *,
+           speed: int = NORMAL_SPEED) -> Path:
+    """Return a WAV file of ``text`` spoken in ``language`` (ISO 639-1) at ``speed`` words per
+    minute, rendering it once.
 
     The file is written under a temporary name and renamed, so concurrent workers never serve
     a half-written file. Raises TtsUnavailable when ``command`` is missing or fails.
     """
-    target = rendered_path(audio_dir, language, text)
+    target = rendered_path(audio_dir, language, text, speed)
     if target.exists():
         return target
     program = shutil.which(command)
@@ -35,7 +43,7 @@ def render(text: str, language: str, audio_dir: str | Path, command: str = "espe
     fd, tmp = tempfile.mkstemp(suffix=".wav", dir=target.parent)
     os.close(fd)
     try:
-        result = subprocess.run([program, "-v", language, "-s", "150", "-w", tmp, text],
+        result = subprocess.run([program, "-v", language, "-s", str(speed), "-w", tmp, text],
                                 capture_output=True, timeout=30)
         if result.returncode != 0:
             raise TtsUnavailable(result.stderr.decode("utf-8", "replace").strip() or "TTS failed")

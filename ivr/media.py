@@ -6,7 +6,7 @@ import string
 from flask import Blueprint, abort, current_app, request, send_file
 
 from db import get_session
-from ivr.audio import TtsUnavailable, render
+from ivr.audio import NORMAL_SPEED, SLOW_SPEED, TtsUnavailable, render
 from line_config import current_line_config
 
 bp = Blueprint("audio", __name__, url_prefix="/audio")
@@ -20,6 +20,7 @@ def prompt(language: str, key: str):
 
     404 for an unknown prompt or language, 400 unless exactly the prompt's placeholders are
     given, each as an integer 0–999 (so at most a thousand files per prompt and language),
+    plus ``slow=1`` for the slower rendition,
     503 when no text-to-speech program is installed. Prompts hold no personal data, so this
     route needs no signature: the provider fetches it like any static file.
     """
@@ -28,8 +29,12 @@ def prompt(language: str, key: str):
         abort(404)
     template = config.prompts[key][language].text
     wanted = {field for _, field, _, _ in string.Formatter().parse(template) if field}
+    args = request.args.to_dict()
+    slow = args.pop("slow", None)
+    if slow not in (None, "1"):
+        abort(400)
     params: dict[str, int] = {}
-    for name, value in request.args.items():
+    for name, value in args.items():
         if name not in wanted or not (value.isascii() and value.isdigit()) or len(value) > 3:
             abort(400)
         params[name] = int(value)
@@ -38,7 +43,7 @@ def prompt(language: str, key: str):
     text = template.format(**params)
     try:
         path = render(text, language, current_app.config["AUDIO_DIR"],
-                      current_app.config["TTS_COMMAND"])
+                      current_app.config["TTS_COMMAND"], speed=SLOW_SPEED if slow else NORMAL_SPEED)
     except TtsUnavailable as exc:
         current_app.logger.error("cannot render prompt %s/%s: %s", language, key, exc)
         abort(503)

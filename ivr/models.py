@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy import ForeignKey, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db import Base, UTCDateTime, utcnow
@@ -47,6 +47,9 @@ class Call(Base):
     talk_seconds: Mapped[int | None] = mapped_column(Integer)
     no_input_count: Mapped[int] = mapped_column(Integer, default=0)
     invalid_input_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The caller struggled with the menus (went to a person after failed or no input, or asked
+    # for one); such callers get raised priority. Reported as the "IVR struggle" figure.
+    ivr_struggle: Mapped[bool] = mapped_column(default=False, server_default=false())
     last_event_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     closed_by_sweep: Mapped[bool] = mapped_column(default=False)
     source: Mapped[str] = mapped_column(String(16), default="live")

@@ -6,7 +6,7 @@ from typing import Callable
 from line_config import LineConfig
 from telephony.twiml import Voice, say_or_play
 
-AudioUrl = Callable[[str, str, dict[str, int]], str]
+AudioUrl = Callable[[str, str, dict[str, int], bool], str]
 
 
 class Prompts:
@@ -14,8 +14,8 @@ class Prompts:
 
     A prompt with an ``audio_url`` is played from it. A language with a provider voice is
     spoken with ``<Say>``; a language without one (Estonian) is played from the service's own
-    rendered audio, whose URL ``audio_url(language, key, params)`` returns. ``slow`` asks for a
-    slower rendition (SSML prosody where spoken).
+    rendered audio, whose URL ``audio_url(language, key, params, slow)`` returns. ``slow`` asks
+    for a slower rendition: SSML prosody where spoken, a slower audio file where played.
     """
 
     def __init__(self, config: LineConfig, audio_url: AudioUrl, *, slow: bool = False):
@@ -34,6 +34,6 @@ class Prompts:
         audio = entry.audio_url if (entry.audio_url and not params) else None
         voice = Voice(lang.voice.language, lang.voice.name) if lang.voice else None
         if audio is None and voice is None:
-            audio = self.audio_url(language, key, params)
+            audio = self.audio_url(language, key, params, self.slow)
         say_or_play(parent, text=entry.text.format(**params), voice=voice, audio_url=audio,
                     rate="85%" if self.slow and audio is None else None)

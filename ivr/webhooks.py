@@ -18,6 +18,7 @@ from ivr.hours import is_open
 from ivr.menu import interpret
 from ivr.models import Call
 from ivr.prompts import Prompts
+from ivr.speech import speech_to_key
 from line_config import LineConfig, current_line_config, find_referral
 from routing import dispatch as acd
 from routing.models import Agent, Queue, Unit
@@ -62,12 +63,18 @@ def external_url(endpoint: str, **params) -> str:
     return url_for(endpoint, _external=True, **params)
 
 
-def _audio_url(language: str, key: str, params: dict[str, int]) -> str:
+def _audio_url(language: str, key: str, params: dict[str, int], slow: bool) -> str:
+    if slow:
+        params = dict(params, slow=1)
     return external_url("audio.prompt", language=language, key=key, **params)
 
 
-def _prompts(config: LineConfig) -> Prompts:
-    return Prompts(config, _audio_url)
+def _prompts(config: LineConfig, *, slow: bool = False) -> Prompts:
+    return Prompts(config, _audio_url, slow=slow)
+
+
+# Priority of callers who struggled with the menus (others have 0): they are served first.
+STRUGGLE_PRIORITY = 1
 
 
 def _call_language(config: LineConfig, call: Call | None) -> str:
@@ -127,10 +134,16 @@ def _int_arg(name: str, default: int = 1) -> int:
         return default
 
 
-def _gather(response: VoiceResponse, action: str):
+def _gather(response: VoiceResponse, action: str, *, speech_language: str | None = None,
+            hints: list[str] | None = None):
     # finishOnKey="" so that '#' arrives as a key (an invalid choice) instead of ending input.
-    return response.gather(action=action, method="POST", num_digits=1, finish_on_key="",
-                           timeout=current_app.config["GATHER_TIMEOUT_SECONDS"])
+    kwargs = dict(action=action, method="POST", num_digits=1, finish_on_key="",
+                  timeout=current_app.config["GATHER_TIMEOUT_SECONDS"])
+    if speech_language:
+        kwargs.update(input="dtmf speech", language=speech_language, speech_timeout="auto")
+        if hints:
+            kwargs["hints"] = ", ".join(hints)
+    return response.gather(**kwargs)
 
 
 # Notice played before a menu is repeated, by the reason the menu interpreter gives.
@@ -141,8 +154,9 @@ def _notice(reason: str | None) -> tuple[str, ...]:
     return (_NOTICE[reason],) if reason in _NOTICE else ()
 
 
-def _language_menu(config: LineConfig, attempt: int, *, lead: tuple[str, ...]) -> VoiceResponse:
-    prompts = _prompts(config)
+def _language_menu(config: LineConfig, attempt: int, *, lead: tuple[str, ...],
+                   slow: bool = False) -> VoiceResponse:
+    prompts = _prompts(config, slow=slow)
     response = VoiceResponse()
     for key in lead:
         prompts.add(response, key, config.default_language)
@@ -156,13 +170,17 @@ def _language_menu(config: LineConfig, attempt: int, *, lead: tuple[str, ...]) -
 
 
 def _topic_menu(config: LineConfig, language: str, attempt: int, *,
-                lead: tuple[str, ...] = ()) -> VoiceResponse:
-    prompts = _prompts(config)
+                lead: tuple[str, ...] = (), slow: bool = False) -> VoiceResponse:
+    prompts = _prompts(config, slow=slow)
     response = VoiceResponse()
     for key in lead:
         prompts.add(response, key, language)
     action = external_url("voice.topic", attempt=attempt)
-    gather = _gather(response, action)
+    hints = [word for option in config.topic_menu.values()
+             for word in option.keywords.get(language, [])]
+    hints += config.person_keywords.get(language, [])
+    gather = _gather(response, action, speech_language=config.language(language).speech,
+                     hints=hints)
     prompts.add(gather, "topic_menu", language)
     response.redirect(action, method="POST")
     return response
@@ -196,12 +214,13 @@ def language():
     if decision.kind in ("repeat", "reprompt"):
         session.commit()
         return twiml_response(_language_menu(config, decision.next_attempt,
-                                             lead=_notice(decision.reason)))
+                                             lead=_notice(decision.reason),
+                                             slow=decision.reason is not None))
     call.language = decision.value if decision.kind == "choice" else config.default_language
     if not _line_open(config):
         return _closed(session, config, call)
     if decision.kind == "person":
-        return _to_person(session, config, call, lead=("to_person",))
+        return _to_person(session, config, call, lead=("to_person",), struggled=True)
     lead = () if call.language == config.default_language else ("welcome",)
     session.commit()
     return twiml_response(_topic_menu(config, call.language, 1, lead=lead))
@@ -219,18 +238,26 @@ def topic():
     attempt = _int_arg("attempt")
     options = {key: (opt.topic or (f"unit:{opt.transfer}" if opt.transfer else f"refer:{opt.refer}"))
                for key, opt in config.topic_menu.items()}
-    decision = interpret(request.form.get("Digits"), options, attempt=attempt,
+    digits = request.form.get("Digits")
+    phrase = request.form.get("SpeechResult", "")
+    if not digits and phrase.strip():
+        digits = speech_to_key(
+            phrase, {key: opt.keywords.get(language, []) for key, opt in config.topic_menu.items()},
+            person_keywords=[w for words in config.person_keywords.values() for w in words],
+            person_key=config.person_key)
+    decision = interpret(digits, options, attempt=attempt,
                          max_attempts=current_app.config["MAX_MENU_ATTEMPTS"],
                          person_key=config.person_key, repeat_key=config.repeat_key)
     _count_input(call, decision.reason)
     if decision.kind in ("repeat", "reprompt"):
         session.commit()
         return twiml_response(_topic_menu(config, language, decision.next_attempt,
-                                          lead=_notice(decision.reason)))
+                                          lead=_notice(decision.reason),
+                                          slow=decision.reason is not None))
     if not _line_open(config):
         return _closed(session, config, call)
     if decision.kind == "person":
-        return _to_person(session, config, call, lead=("to_person",))
+        return _to_person(session, config, call, lead=("to_person",), struggled=True)
     if decision.value.startswith("unit:"):
         return _transfer(session, config, call, decision.value[5:])
     if decision.value.startswith("refer:"):
@@ -281,7 +308,13 @@ def _closed(session, config: LineConfig, call: Call):
     return twiml_response(response)
 
 
-def _to_person(session, config: LineConfig, call: Call, *, lead: tuple[str, ...]):
+def _to_person(session, config: LineConfig, call: Call, *, lead: tuple[str, ...],
+               struggled: bool = False):
+    """To the general queue of the caller's language; a caller who struggled (failed or no
+    input, or asked for a person) is marked and gets raised priority."""
+    if struggled:
+        call.ivr_struggle = True
+        call.priority = max(call.priority, STRUGGLE_PRIORITY)
     language = _call_language(config, call)
     call.language = language
     call.topic = call.topic or config.general_topic

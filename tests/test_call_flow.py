@@ -59,7 +59,9 @@ def test_russian_caller_hears_the_recording_notice_in_russian_then_topics(caller
 def test_no_input_reprompts_twice_then_routes_to_a_person(caller, loaded_app):
     caller.post("/twilio/voice")
     first = parse(caller.post("/twilio/ivr/language?attempt=1"))
-    assert first[0].text == PUBLIC_BASE + "/audio/et/no_input.wav"
+    # After trouble the menu is replayed more slowly: the slow rendition of the audio.
+    assert first[0].text == PUBLIC_BASE + "/audio/et/no_input.wav?slow=1"
+    assert first.find("Gather/Play").text == PUBLIC_BASE + "/audio/et/language_menu.wav?slow=1"
     assert first.find("Gather").get("action").endswith("/twilio/ivr/language?attempt=2")
     second = parse(caller.post("/twilio/ivr/language?attempt=2", Digits=""))
     assert second.find("Gather").get("action").endswith("/twilio/ivr/language?attempt=3")
@@ -77,7 +79,9 @@ def test_invalid_keys_reprompt_with_a_notice(caller, digits, reason):
     caller.post("/twilio/ivr/language?attempt=1", Digits="3")
     root = parse(caller.post("/twilio/ivr/topic?attempt=1", Digits=digits))
     assert verbs(root) == ["Say", "Gather", "Redirect"]
-    assert root[0].text == "That is not one of the options."
+    # Spoken more slowly (SSML prosody) after trouble.
+    assert root[0].find("prosody").get("rate") == "85%"
+    assert root[0].find("prosody").text == "That is not one of the options."
     assert root[1].get("action").endswith("/twilio/ivr/topic?attempt=2")
 
 
