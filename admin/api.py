@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, abort, current_app, g, jsonify, request
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
@@ -37,6 +37,27 @@ def _agent_json(agent: Agent, skills=None) -> dict:
             "skills": sorted(s.skill for s in (agent.skills if skills is None else skills))}
 
 
+def _json_object(field: str, example: str) -> dict:
+    """The request's JSON object with a string ``field``; aborts with 400 and an example otherwise."""
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get(field), str):
+        abort(400, f"send a JSON body like {example}")
+    return body
+
+
+def _agent_in_scope(session, key: str) -> Agent:
+    """The agent named by ``key``; 404 if unknown, 403 if an agent token names another agent."""
+    agent = find_agent(session, key)
+    if agent is None:
+        abort(404, f"no agent {key!r}")
+    if g.principal.role == "agent" and g.principal.agent_id != agent.id:
+        abort(403, "an agent token may act only for its own agent")
+    return agent
+
+
 @bp.get("/agents")
 @require_roles("admin", "supervisor", "reporting")
 def list_agents():
@@ -56,17 +77,8 @@ def change_agent_state(key: str):
     available is offered the longest-waiting call they can take at once.
     """
     session = get_session()
-    try:
-        body = request.get_json(silent=True)
-    except RecursionError:
-        body = None
-    if not isinstance(body, dict) or not isinstance(body.get("state"), str):
-        return jsonify(error='send a JSON body like {"state": "available"}'), 400
-    agent = find_agent(session, key)
-    if agent is None:
-        return jsonify(error=f"no agent {key!r}"), 404
-    if g.principal.role == "agent" and g.principal.agent_id != agent.id:
-        return jsonify(error="an agent token may change only its own agent"), 403
+    body = _json_object("state", '{"state": "available"}')
+    agent = _agent_in_scope(session, key)
     try:
         set_state(session, agent, body["state"], current_app.config["CLOCK"](),
                   reason=body.get("reason"))
@@ -89,17 +101,8 @@ def accept_call(key: str):
     accept only for its own agent.
     """
     session = get_session()
-    try:
-        body = request.get_json(silent=True)
-    except RecursionError:
-        body = None
-    if not isinstance(body, dict) or not isinstance(body.get("call_sid"), str):
-        return jsonify(error='send a JSON body like {"call_sid": "CA…"}'), 400
-    agent = find_agent(session, key)
-    if agent is None:
-        return jsonify(error=f"no agent {key!r}"), 404
-    if g.principal.role == "agent" and g.principal.agent_id != agent.id:
-        return jsonify(error="an agent token may accept only for its own agent"), 403
+    body = _json_object("call_sid", '{"call_sid": "CA…"}')
+    agent = _agent_in_scope(session, key)
     call = find_call(session, body["call_sid"][:64])
     if call is None:
         return jsonify(error=f"no call {body['call_sid'][:64]!r}"), 404
@@ -124,11 +127,7 @@ def agent_history(key: str):
     ``?since=ISO-8601`` limits the list; at most 1000 entries. An agent token sees only its own.
     """
     session = get_session()
-    agent = find_agent(session, key)
-    if agent is None:
-        return jsonify(error=f"no agent {key!r}"), 404
-    if g.principal.role == "agent" and g.principal.agent_id != agent.id:
-        return jsonify(error="an agent token may read only its own agent"), 403
+    agent = _agent_in_scope(session, key)
     stmt = select(AgentStateChange).where(AgentStateChange.agent_id == agent.id)
     since = request.args.get("since")
     if since:
