@@ -155,12 +155,44 @@ class ReferralConfig(_Strict):
     verified_on: str | None = None
 
 
+class ShiftConfig(_Strict):
+    """A rostered shift: it starts on each of ``days`` (0 = Monday) at ``start`` local time and
+    ends at ``end``, the next day when ``end`` is not after ``start`` (e.g. 22:00–06:00)."""
+
+    days: list[int] = Field(min_length=1)
+    start: time
+    end: time
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _hh_mm(cls, value):
+        if isinstance(value, time):
+            return value
+        if not isinstance(value, str) or not TIME_RE.match(value):
+            raise ValueError('write local times as quoted "HH:MM" strings, e.g. "22:00"')
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: list[int]) -> list[int]:
+        if any(not 0 <= d <= 6 for d in value) or len(set(value)) != len(value):
+            raise ValueError("days are distinct numbers 0 (Monday) to 6 (Sunday)")
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self):
+        if self.start == self.end:
+            raise ValueError("a shift needs different start and end times")
+        return self
+
+
 class AgentConfig(_Strict):
     """An agent: name, endpoint (E.164 number, ``sip:`` URI or ``client:`` identity) and skills (queue names)."""
 
     name: str = Field(min_length=1, max_length=64)
     endpoint: str
     skills: list[str] = Field(min_length=1)
+    shifts: list[ShiftConfig] = []
 
     @field_validator("endpoint")
     @classmethod

@@ -14,6 +14,7 @@ from ivr.webhooks import connect_accepted, dispatch_and_connect
 from line_config import current_line_config
 from routing import dispatch as acd
 from routing.agents import AgentStateError, effective_state, find_agent, set_state
+from routing.roster import on_duty
 from routing.models import Agent, AgentStateChange, Queue, QueueEntry
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -61,9 +62,19 @@ def _agent_in_scope(session, key: str) -> Agent:
 @bp.get("/agents")
 @require_roles("admin", "supervisor", "reporting")
 def list_agents():
-    """List agents with state and skills."""
-    agents = get_session().scalars(select(Agent).order_by(Agent.name))
-    return jsonify(agents=[_agent_json(a) for a in agents])
+    """List agents with state, skills and whether their roster has them on duty now
+    (``rostered``: null when the configuration gives the agent no shifts)."""
+    session = get_session()
+    config = current_line_config(session)
+    shifts = {a.name: a.shifts for a in (config.agents if config else [])}
+    now = current_app.config["CLOCK"]()
+    result = []
+    for agent in session.scalars(select(Agent).order_by(Agent.name)):
+        item = _agent_json(agent)
+        roster = shifts.get(agent.name)
+        item["rostered"] = on_duty(roster, now, config.timezone) if roster else None
+        result.append(item)
+    return jsonify(agents=result)
 
 
 @bp.route("/agents/<key>/state", methods=["PUT", "POST"])
