@@ -18,7 +18,10 @@ import holidays
 import phonenumbers
 from sqlalchemy import JSON, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing import Annotated
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      ValidationError, field_validator, model_validator)
 
 from db import Base, UTCDateTime, utcnow
 
@@ -32,6 +35,25 @@ SKILL_RE = re.compile(r"^[a-z]{2}\.[a-z_]+$")
 
 class LineConfigError(ValueError):
     """The configuration is invalid; the message lists each bad field with its path."""
+
+
+def _hh_mm(value):
+    if isinstance(value, time):
+        return value
+    if not isinstance(value, str) or not TIME_RE.match(value):
+        raise ValueError('write local times as quoted "HH:MM" strings, e.g. "09:00"')
+    return value
+
+
+def _weekdays(value: list[int]) -> list[int]:
+    if any(not 0 <= day <= 6 for day in value) or len(set(value)) != len(value):
+        raise ValueError("days are distinct numbers 0 (Monday) to 6 (Sunday)")
+    return value
+
+
+# A local wall time written "HH:MM" (YAML would read an unquoted 9:00 as 540 seconds).
+LocalTime = Annotated[time, BeforeValidator(_hh_mm)]
+Weekdays = Annotated[list[int], AfterValidator(_weekdays)]
 
 
 def e164(value: str, region: str = "EE") -> str:
@@ -82,28 +104,12 @@ class PromptText(_Strict):
 class HoursConfig(_Strict):
     """Opening hours in local time: weekdays (0 = Monday), open/close, last-Friday and pre-holiday closing."""
 
-    open: time = time(9)
-    close: time = time(17)
-    weekdays: list[int] = Field(default=[0, 1, 2, 3, 4], min_length=1, description="0 = Monday")
-    last_friday_close: time | None = time(13)
+    open: LocalTime = time(9)
+    close: LocalTime = time(17)
+    weekdays: Weekdays = Field(default=[0, 1, 2, 3, 4], min_length=1, description="0 = Monday")
+    last_friday_close: LocalTime | None = time(13)
     shortened_day_hours: int = Field(3, ge=0, le=12)
     holidays_country: str = "EE"
-
-    @field_validator("open", "close", "last_friday_close", mode="before")
-    @classmethod
-    def _hh_mm(cls, value):
-        if value is None or isinstance(value, time):
-            return value
-        if not isinstance(value, str) or not TIME_RE.match(value):
-            raise ValueError('write local times as quoted "HH:MM" strings, e.g. "09:00"')
-        return value
-
-    @field_validator("weekdays")
-    @classmethod
-    def _weekdays(cls, value: list[int]) -> list[int]:
-        if any(not 0 <= day <= 6 for day in value) or len(set(value)) != len(value):
-            raise ValueError("weekdays are distinct numbers 0 (Monday) to 6 (Sunday)")
-        return value
 
     @field_validator("holidays_country")
     @classmethod
@@ -159,25 +165,9 @@ class ShiftConfig(_Strict):
     """A rostered shift: it starts on each of ``days`` (0 = Monday) at ``start`` local time and
     ends at ``end``, the next day when ``end`` is not after ``start`` (e.g. 22:00–06:00)."""
 
-    days: list[int] = Field(min_length=1)
-    start: time
-    end: time
-
-    @field_validator("start", "end", mode="before")
-    @classmethod
-    def _hh_mm(cls, value):
-        if isinstance(value, time):
-            return value
-        if not isinstance(value, str) or not TIME_RE.match(value):
-            raise ValueError('write local times as quoted "HH:MM" strings, e.g. "22:00"')
-        return value
-
-    @field_validator("days")
-    @classmethod
-    def _days(cls, value: list[int]) -> list[int]:
-        if any(not 0 <= d <= 6 for d in value) or len(set(value)) != len(value):
-            raise ValueError("days are distinct numbers 0 (Monday) to 6 (Sunday)")
-        return value
+    days: Weekdays = Field(min_length=1)
+    start: LocalTime
+    end: LocalTime
 
     @model_validator(mode="after")
     def _not_empty(self):
