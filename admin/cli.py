@@ -2,13 +2,15 @@
 ``flask prompts render``, ``flask db upgrade|downgrade``; reporting and the simulator add theirs."""
 from __future__ import annotations
 
+import logging
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import click
 import yaml
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from admin.auth import issue_token
@@ -104,6 +106,37 @@ def calls_close_stale(hours: float | None, limit: int) -> None:
     click.echo(f"closed {len(closed)} stale call(s)")
 
 
+@click.command("worker")
+@click.option("--interval", type=click.FloatRange(min=0.1, max=60), default=1.0, show_default=True,
+              help="Seconds between dispatch rounds.")
+@click.option("--once", is_flag=True, help="Run one round and exit (for cron or a test).")
+@with_appcontext
+def worker_command(interval: float, once: bool) -> None:
+    """Offer waiting calls to agents freed by a timer (wrap-up over), then redirect those callers.
+
+    Webhooks and the agent API dispatch on every event; this long-running job covers the
+    moments without an event, so a free agent waits at most --interval seconds for a caller.
+    Needs PUBLIC_BASE_URL (the URLs the provider is redirected to). Stop it with SIGTERM/Ctrl-C.
+    """
+    from ivr.webhooks import dispatch_and_connect
+
+    if not current_app.config["PUBLIC_BASE_URL"]:
+        raise click.ClickException("set PUBLIC_BASE_URL: the worker redirects calls to it")
+    log = logging.getLogger("worker")
+    try:
+        while True:
+            with current_app.test_request_context("/"):
+                offered = dispatch_and_connect(get_session())
+            if offered:
+                log.info("offered %d waiting call(s)", offered)
+            if once:
+                click.echo(f"offered {offered} waiting call(s)")
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        click.echo("worker stopped")
+
+
 @prompts_cli.command("render")
 def prompts_render() -> None:
     """Render every prompt without a provider voice or an audio URL to WAV in AUDIO_DIR."""
@@ -160,4 +193,5 @@ def register_cli(app: Flask) -> None:
     for group in (config_cli, tokens_cli, calls_cli, prompts_cli, db_cli):
         app.cli.add_command(group)
     app.cli.add_command(report_command)
+    app.cli.add_command(worker_command)
     app.cli.add_command(simulate_command)

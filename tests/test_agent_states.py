@@ -163,3 +163,23 @@ def test_accept_takes_a_waiting_call_and_rings_the_agent(loaded_app):
         assert s.scalar(select(Call.status)) == "connecting"
     again = client.post("/api/agents/Mari/accept", json={"call_sid": caller.call_sid}, headers=mari)
     assert again.status_code == 409
+
+
+def test_worker_offers_a_waiting_call_when_a_wrap_up_timer_ends(loaded_app, clock):
+    loaded_app.config["WRAP_UP_SECONDS"] = 30
+    with loaded_app.extensions["db_sessionmaker"]() as s:
+        set_state(s, _agent(s, "Mari"), "available", clock())
+        s.commit()
+    client = loaded_app.test_client()
+    first, second = Caller(client, "CA" + "1" * 32), Caller(client, "CA" + "2" * 32)
+    _queue_caller(first)
+    first.post(f"/twilio/agent/answer?call={first.call_sid}")
+    first.post("/twilio/dial/after", DialCallStatus="completed", DialCallDuration="40")
+    _queue_caller(second)
+    runner = loaded_app.test_cli_runner()
+    clock.advance(29)
+    assert runner.invoke(args=["worker", "--once"]).output.strip() == "offered 0 waiting call(s)"
+    clock.advance(1)
+    assert runner.invoke(args=["worker", "--once"]).output.strip() == "offered 1 waiting call(s)"
+    assert loaded_app.extensions["telephony"].sent[-1] == (
+        "redirect", second.call_sid, "https://hotline.example.ee/twilio/queue/connect")
