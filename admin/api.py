@@ -1,7 +1,7 @@
 """JSON API: agents and their states, queues. Every route needs a bearer token."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from flask import Blueprint, abort, current_app, g, jsonify, request
 from sqlalchemy import func, select
@@ -107,8 +107,10 @@ def accept_call(key: str):
     """The agent takes a waiting call: body ``{"call_sid": "CA…"}``.
 
     200 with the agent when the call is theirs (their phone rings next); 409 ``already taken``
-    when another agent got it first or the caller left, and the agent stays as they were;
-    409 when the agent is not free; 404 for an unknown agent or call. An agent token may
+    when another agent got it (or is getting it) first, and the agent stays as they were;
+    409 ``not waiting`` when the call is not in a queue (still in the menus, or ended), ``not
+    skilled`` when the agent lacks the queue's skill, ``agent not free``; 404 for an unknown
+    agent or call. An agent token may
     accept only for its own agent.
     """
     session = get_session()
@@ -119,6 +121,12 @@ def accept_call(key: str):
         return jsonify(error=f"no call {body['call_sid'][:64]!r}"), 404
     try:
         assignment = acd.accept(session, agent.id, call.id, current_app.config["CLOCK"]())
+    except acd.NotWaiting as exc:
+        session.rollback()
+        return jsonify(error="not waiting", detail=str(exc)), 409
+    except acd.NotSkilled as exc:
+        session.rollback()
+        return jsonify(error="not skilled", detail=str(exc)), 409
     except acd.AlreadyTaken as exc:
         session.rollback()
         return jsonify(error="already taken", detail=str(exc)), 409
@@ -143,10 +151,10 @@ def agent_history(key: str):
     since = request.args.get("since")
     if since:
         try:
-            moment = datetime.fromisoformat(since)
-        except ValueError:
-            return jsonify(error="since must be an ISO 8601 time with an offset"), 400
-        if moment.tzinfo is None:
+            moment = datetime.fromisoformat(since).astimezone(timezone.utc)
+            if datetime.fromisoformat(since).tzinfo is None:
+                raise ValueError("no offset")
+        except (ValueError, OverflowError):
             return jsonify(error="since must be an ISO 8601 time with an offset"), 400
         stmt = stmt.where(AgentStateChange.at >= moment)
     changes = session.scalars(stmt.order_by(AgentStateChange.at, AgentStateChange.id).limit(1000))

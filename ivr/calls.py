@@ -145,7 +145,9 @@ def end_call(session: Session, call: Call, ended_at: datetime, now: datetime, *,
     if call.status == "ended":
         return False
     if call.status == "ivr":
-        call.outcome = call.outcome or "ivr_abandoned"  # keeps out_of_hours / referred
+        call.outcome = call.outcome or "ivr_abandoned"
+    elif call.status == "closing":
+        pass  # out_of_hours or referred, set when the final message was given
     elif call.status in ("queued", "connecting"):
         call.outcome = "abandoned"
         acd.leave_queue(session, call.id, now)

@@ -9,7 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from db import Base, UTCDateTime, utcnow
 
 # Where the call is now. 'ended' is final: later callbacks never move a call out of it.
-CALL_STATUSES = ("ivr", "queued", "connecting", "connected", "transferring", "ended")
+# 'closing' = hearing a final message (closed, referral) before the service hangs up.
+CALL_STATUSES = ("ivr", "queued", "connecting", "connected", "transferring", "closing", "ended")
 # How it ended; only 'answered' and 'abandoned' calls were offered to agents.
 CALL_OUTCOMES = ("answered", "abandoned", "ivr_abandoned", "out_of_hours", "transferred",
                  "referred", "failed")

@@ -7,9 +7,13 @@ UNRECOGNISED = "?"
 
 
 def words(text: str) -> list[str]:
-    """Split ``text`` into case-folded words; punctuation (any Unicode P* character) separates words."""
-    cleaned = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
-    return cleaned.casefold().split()
+    """Split ``text`` into case-folded words; punctuation (any Unicode P* character) separates
+    words, invisible format characters (zero-width spaces) are dropped, and Russian ё is read
+    as е, as recognisers and keyword lists write either."""
+    text = unicodedata.normalize("NFC", text)
+    cleaned = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text
+                      if unicodedata.category(ch) != "Cf")
+    return cleaned.casefold().replace("ё", "е").split()
 
 
 def _contains(phrase: list[str], keyword: list[str]) -> bool:

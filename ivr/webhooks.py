@@ -300,7 +300,7 @@ def _line_open(config: LineConfig) -> bool:
 
 def _closed(session, config: LineConfig, call: Call):
     call_log.leave_ivr(call, now())
-    call.outcome = "out_of_hours"
+    call.outcome, call.status = "out_of_hours", "closing"
     session.commit()
     response = VoiceResponse()
     _prompts(config).add(response, "out_of_hours", _call_language(config, call))
@@ -327,7 +327,7 @@ def _refer(session, config: LineConfig, call: Call, referral_code: str):
     """Out of the agency's remit: read out the competent authority's number, log it as referred."""
     referral = find_referral(config, referral_code)
     call_log.leave_ivr(call, now())
-    call.outcome = "referred"
+    call.outcome, call.status = "referred", "closing"
     call.topic = f"referral:{referral.code}"[:32]
     session.commit()
     response = VoiceResponse()

@@ -11,7 +11,7 @@ from routing.models import AGENT_STATES, Agent, AgentStateChange
 
 # States a person may set; 'offered' and 'busy' are set only by routing.
 SETTABLE_STATES = ("offline", "available", "wrap_up", "not_ready")
-REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+REASON_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 def record_state(session: Session, agent_id: int, state: str, now: datetime, *,
@@ -40,7 +40,7 @@ def set_state(session: Session, agent: Agent, state: str, now: datetime, *,
     if state not in SETTABLE_STATES:
         raise AgentStateError(f"state {state!r} is set by routing, not by request")
     if state == "not_ready":
-        if not isinstance(reason, str) or not REASON_RE.match(reason):
+        if not isinstance(reason, str) or not REASON_RE.fullmatch(reason):
             raise AgentStateError("not_ready needs a reason: a lower-case word such as 'break'")
     elif reason is not None:
         raise AgentStateError(f"only not_ready takes a reason, not {state!r}")

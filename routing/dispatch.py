@@ -97,7 +97,15 @@ def dispatch(session: Session, now: datetime, *, limit: int = 50) -> list[Assign
 
 
 class AlreadyTaken(RuntimeError):
-    """The call is no longer waiting (another agent took it, or the caller left)."""
+    """Another agent took the call, or is taking it at this moment."""
+
+
+class NotWaiting(RuntimeError):
+    """The call is not in a queue: still in the menus, or it ended."""
+
+
+class NotSkilled(RuntimeError):
+    """The call waits in a queue whose skill the agent does not have."""
 
 
 class AgentNotFree(RuntimeError):
@@ -109,8 +117,8 @@ def accept(session: Session, agent_id: int, call_id: int, now: datetime) -> Assi
 
     Atomic like :func:`dispatch`: of several agents accepting the same call at once exactly
     one gets it (the agent goes to ``offered``); the others get AlreadyTaken and stay as they
-    were. Raises AgentNotFree if the agent is not free, AlreadyTaken if the call is not waiting
-    or not in a queue the agent has the skill for.
+    were. Raises AgentNotFree if the agent is not free, NotWaiting if the call is in no queue,
+    NotSkilled if the agent lacks the queue's skill.
     """
     entry = session.execute(_lock(
         select(QueueEntry.id, QueueEntry.queue_id, Queue.name)
@@ -118,11 +126,14 @@ def accept(session: Session, agent_id: int, call_id: int, now: datetime) -> Assi
         .where(QueueEntry.call_id == call_id, QueueEntry.state == "waiting"), session,
         of=QueueEntry)).first()
     if entry is None:
-        raise AlreadyTaken(f"call {call_id} is not waiting")
+        # Locked by a rival's accept or dispatch (skipped), or already offered: taken.
+        if session.scalar(select(QueueEntry.id).where(QueueEntry.call_id == call_id)) is not None:
+            raise AlreadyTaken(f"call {call_id} was taken by another agent")
+        raise NotWaiting(f"call {call_id} is not waiting in a queue")
     skilled = session.scalar(select(AgentSkill.id).where(AgentSkill.agent_id == agent_id,
                                                          AgentSkill.skill == entry.name))
     if skilled is None:
-        raise AlreadyTaken(f"call {call_id} waits in {entry.name}, a queue the agent does not serve")
+        raise NotSkilled(f"call {call_id} waits in {entry.name}, a queue the agent does not serve")
     if not _claim(session, entry.id, call_id, agent_id, now):
         if session.scalar(select(Agent.id).where(Agent.id == agent_id, _free(now))) is None:
             raise AgentNotFree(f"agent {agent_id} is not free")

@@ -54,7 +54,10 @@ def test_a_call_leaves_a_complete_state_history(loaded_app, clock):
         "since": (start + timedelta(seconds=100)).isoformat()}).get_json()["changes"]
     assert [h["state"] for h in later] == ["wrap_up", "not_ready"]
     assert client.get("/api/agents/Jaan/history", headers=auth).status_code == 403
-    assert client.get("/api/agents/Mari/history?since=yesterday", headers=auth).status_code == 400
+    for since in ("yesterday", "2026-12-01T10:00:00", "9999-12-31T23:59:59-14:00",
+                  "0001-01-01T00:00:00+14:00"):
+        response = client.get("/api/agents/Mari/history", headers=auth, query_string={"since": since})
+        assert response.status_code == 400, since
 
 
 def test_wrap_up_ends_on_its_timer_and_the_agent_takes_the_next_caller(loaded_app, clock):
@@ -105,6 +108,7 @@ def test_an_agent_can_end_wrap_up_early(loaded_app, clock):
 @pytest.mark.parametrize("state,reason,message", [
     ("not_ready", None, "needs a reason"),
     ("not_ready", "Coffee Break!", "needs a reason"),
+    ("not_ready", "break\n", "needs a reason"),
     ("available", "break", "only not_ready takes a reason"),
     ("offered", None, "set by routing"),
     ("busy", None, "set by routing"),
@@ -183,3 +187,16 @@ def test_worker_offers_a_waiting_call_when_a_wrap_up_timer_ends(loaded_app, cloc
     assert runner.invoke(args=["worker", "--once"]).output.strip() == "offered 1 waiting call(s)"
     assert loaded_app.extensions["telephony"].sent[-1] == (
         "redirect", second.call_sid, "https://hotline.example.ee/twilio/queue/connect")
+
+
+def test_accept_says_why_a_call_cannot_be_taken(loaded_app):
+    client = loaded_app.test_client()
+    in_menu, waiting = Caller(client, "CA" + "1" * 32), Caller(client, "CA" + "2" * 32)
+    in_menu.post("/twilio/voice")
+    _queue_caller(waiting, topic_key="1")  # et.pension: Olga lacks the skill
+    _free_without_dispatch(loaded_app, "Olga")
+    sup = {"Authorization": f"Bearer {_token(loaded_app, 'supervisor')}"}
+    unskilled = client.post("/api/agents/Olga/accept", json={"call_sid": waiting.call_sid}, headers=sup)
+    assert (unskilled.status_code, unskilled.get_json()["error"]) == (409, "not skilled")
+    menu = client.post("/api/agents/Olga/accept", json={"call_sid": in_menu.call_sid}, headers=sup)
+    assert (menu.status_code, menu.get_json()["error"]) == (409, "not waiting")

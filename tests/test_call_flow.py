@@ -389,6 +389,8 @@ def test_out_of_remit_caller_hears_the_referral_and_is_logged_as_referred(caller
     assert root[0].text == root[2].text == ("For work-ability assessment and unemployment "
                                             "insurance, please call the Unemployment Insurance "
                                             "Fund on 1 5 5 0 1.")
+    # A repeated menu answer while the message plays changes nothing.
+    assert verbs(parse(caller.post("/twilio/ivr/topic?attempt=1", Digits="1"))) == ["Hangup"]
     caller.post("/twilio/status", CallStatus="completed")
     call = _call(loaded_app, caller.call_sid)
     assert (call.outcome, call.queue_entered_at, call.topic) == ("referred", None, "referral:tootukassa")

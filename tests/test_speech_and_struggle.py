@@ -14,6 +14,11 @@ OPTIONS = {"1": ["pension", "pensioni"], "2": ["child benefit", "family"], "3": 
 PERSON = ["operaator", "оператор", "operator"]
 
 
+def test_russian_yo_and_ye_are_the_same_letter():
+    assert speech_to_key("пособие на ребёнка", {"2": ["пособие на ребенка"]},
+                         person_keywords=[], person_key="0") == "2"
+
+
 def test_words_ignore_case_and_punctuation():
     assert words("Pensioni, palun!!") == ["pensioni", "palun"]
     assert words("ОПЕРАТОР… пожалуйста") == ["оператор", "пожалуйста"]
@@ -28,6 +33,7 @@ def test_words_ignore_case_and_punctuation():
     ("pension or other", UNRECOGNISED),   # two options: not guessed
     ("pensionid", UNRECOGNISED),          # a word not listed is not matched by its stem
     ("mumble", UNRECOGNISED),
+    ("pension\u200b", "1"),                 # a zero-width space from the recogniser
 ])
 def test_speech_to_key(phrase, key):
     assert speech_to_key(phrase, OPTIONS, person_keywords=PERSON, person_key="0") == key
