@@ -75,7 +75,8 @@ def render_table(report: Report) -> str:
             rows.append(_row(iso, name, acc))
         hours = "" if round(day.hours) == 24 else f" ({day.hours:g} h day)"
         rows.append(_row(iso, f"day total{hours}", day.total))
-        rows.append(f"{iso}  {_not_offered_text(day.not_offered_total, day.not_offered)}")
+        rows.append(f"{iso}  {_not_offered_text(day.not_offered_total, day.not_offered)}; "
+                    f"IVR struggle: {day.ivr_struggle}")
     rows.append(_row("range", "total", report.total))
     rows.append(f"range  {_not_offered_text(report.not_offered_total, report.not_offered)}")
 

@@ -51,6 +51,7 @@ class DayReport:
     total: MetricsAccumulator
     queues: dict[str, MetricsAccumulator] = field(default_factory=dict)
     not_offered: Counter = field(default_factory=Counter)
+    ivr_struggle: int = 0
 
     @property
     def hours(self) -> float:
@@ -103,7 +104,7 @@ def build_report(session: Session, start: date, end: date, tz_name: str,
 
     stmt = (
         select(Call.queue_entered_at, Call.arrived_at, Call.answered_at, Call.ended_at,
-               Call.talk_seconds, Call.status, Call.outcome, Queue.name)
+               Call.talk_seconds, Call.status, Call.outcome, Call.ivr_struggle, Queue.name)
         .outerjoin(Queue, Queue.id == Call.queue_id)
         .where(
             Call.arrived_at < range_end,
@@ -114,12 +115,14 @@ def build_report(session: Session, start: date, end: date, tz_name: str,
         .execution_options(yield_per=YIELD_PER)
     )
     for (queue_entered_at, arrived_at, answered_at, ended_at, talk_seconds, status, outcome,
-         queue_name) in session.execute(stmt):
+         struggled, queue_name) in session.execute(stmt):
         if queue_entered_at is None:
             bucket = days[arrived_at.astimezone(tz).date()]
+            bucket.ivr_struggle += bool(struggled)
             bucket.not_offered[outcome or (IN_IVR if status == "ivr" else status)] += 1
             continue
         bucket = days[queue_entered_at.astimezone(tz).date()]
+        bucket.ivr_struggle += bool(struggled)
         name = queue_name or NO_QUEUE
         group = bucket.queues.get(name)
         if group is None:

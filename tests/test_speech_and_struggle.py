@@ -119,3 +119,19 @@ def test_slow_audio_is_rendered_slower(loaded_app):
     assert normal.status_code == slow.status_code == 200
     assert len(slow.data) > len(normal.data) * 1.15
     assert client.get("/audio/et/welcome.wav?slow=2").status_code == 400
+
+
+def test_report_counts_struggling_callers_per_day(loaded_app, clock):
+    client = loaded_app.test_client()
+    for i, keys in enumerate(("0", "1", None)):
+        caller = Caller(client, f"CA{i:032d}")
+        _to_topic_menu(caller, "1")
+        if keys is None:   # three plays without a key
+            for attempt in (1, 2, 3):
+                caller.post(f"/twilio/ivr/topic?attempt={attempt}")
+        else:
+            caller.post("/twilio/ivr/topic?attempt=1", Digits=keys)
+    result = loaded_app.test_cli_runner().invoke(
+        args=["report", "--from", "2026-12-01", "--to", "2026-12-01"])
+    assert result.exit_code == 0, result.output
+    assert "2026-12-01  not offered: 0; IVR struggle: 2" in result.output
