@@ -18,7 +18,7 @@ import holidays
 import phonenumbers
 from sqlalchemy import JSON, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
                       ValidationError, field_validator, model_validator)
@@ -230,7 +230,7 @@ class UnitConfig(_Strict):
 
 REQUIRED_PROMPTS = (
     "welcome", "language_menu", "topic_menu", "no_input", "invalid_input", "to_person",
-    "out_of_hours", "queue_wait", "queue_position", "transfer", "transfer_failed",
+    "out_of_hours", "no_agent", "queue_wait", "queue_position", "transfer", "transfer_failed",
     "agent_whisper", "technical_error",
 )
 
@@ -247,6 +247,10 @@ class LineConfig(_Strict):
     topic_menu: dict[str, MenuOption]
     person_key: str = "0"
     repeat_key: str = "*"
+    unstaffed: Literal["overflow", "wait"] = Field(
+        "overflow", description="a queue with no agent logged in: overflow to the language's "
+        "general queue, and failing that tell the caller no one can answer (overflow); or let "
+        "callers wait (wait, for replaying history)")
     person_keywords: dict[str, list[str]] = Field(
         {"et": ["inimene", "inimesega", "operaator", "operaatoriga", "teenindaja", "teenindajaga"],
          "ru": ["оператор", "оператором", "оператора", "человек", "человеком"],

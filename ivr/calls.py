@@ -147,7 +147,7 @@ def end_call(session: Session, call: Call, ended_at: datetime, now: datetime, *,
     if call.status == "ivr":
         call.outcome = call.outcome or "ivr_abandoned"
     elif call.status == "closing":
-        pass  # out_of_hours or referred, set when the final message was given
+        pass  # out_of_hours, referred or no_agent, set when the final message was given
     elif call.status in ("queued", "connecting"):
         call.outcome = "abandoned"
         acd.leave_queue(session, call.id, now)

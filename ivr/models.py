@@ -12,8 +12,8 @@ from db import Base, UTCDateTime, utcnow
 # 'closing' = hearing a final message (closed, referral) before the service hangs up.
 CALL_STATUSES = ("ivr", "queued", "connecting", "connected", "transferring", "closing", "ended")
 # How it ended; only 'answered' and 'abandoned' calls were offered to agents.
-CALL_OUTCOMES = ("answered", "abandoned", "ivr_abandoned", "out_of_hours", "transferred",
-                 "referred", "failed")
+CALL_OUTCOMES = ("answered", "abandoned", "ivr_abandoned", "out_of_hours", "no_agent",
+                 "transferred", "referred", "failed")
 
 
 class Call(Base):

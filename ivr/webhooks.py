@@ -358,9 +358,17 @@ def _transfer(session, config: LineConfig, call: Call, unit_code: str):
 
 def _queue_call(session, config: LineConfig, call: Call, queue: Queue | None, *,
                 lead: tuple[str, ...] = ()):
-    """Enter the queue; connect at once if an agent is free, else wait in the provider's queue."""
+    """Enter the queue; connect at once if an agent is free, else wait in the provider's queue.
+
+    Nobody waits in a queue that nobody can serve: with ``unstaffed: overflow`` a queue with no
+    agent logged in overflows to the language's general queue, and if that has none either the
+    caller hears that no one can answer.
+    """
     if queue is None:
         raise RuntimeError(f"no queue for {call.language}.{call.topic}: reload the configuration")
+    queue = _staffed_queue(session, config, queue)
+    if queue is None:
+        return _no_agent(session, config, call, lead=lead)
     call_log.enter_queue(session, call, queue, now())
     connect_now, others = _dispatch(session, call)
     session.commit()
@@ -373,6 +381,33 @@ def _queue_call(session, config: LineConfig, call: Call, queue: Queue | None, *,
         _dial_agent(response, config, call, connect_now)
         return twiml_response(response)
     return twiml_response(_enqueue_twiml(config, call, queue, lead=lead + ("queue_wait",)))
+
+
+def _staffed_queue(session, config: LineConfig, queue: Queue) -> Queue | None:
+    """``queue`` if someone can serve it, else the language's general queue if someone can serve
+    that, else None. With ``unstaffed: wait`` always ``queue``."""
+    if config.unstaffed == "wait" or acd.staffed(session, queue.name):
+        return queue
+    if queue.topic != config.general_topic:
+        general = session.scalar(select(Queue).where(Queue.language == queue.language,
+                                                     Queue.topic == config.general_topic))
+        if general is not None and acd.staffed(session, general.name):
+            return general
+    return None
+
+
+def _no_agent(session, config: LineConfig, call: Call, *, lead: tuple[str, ...] = ()):
+    """No agent is logged in who could take the call: say so and end it (not left waiting)."""
+    call_log.leave_ivr(call, now())
+    if call.status in ("queued", "connecting"):
+        acd.leave_queue(session, call.id, now())
+    call.outcome, call.status = "no_agent", "closing"
+    session.commit()
+    response = VoiceResponse()
+    for key in lead + ("no_agent",):
+        _prompts(config).add(response, key, _call_language(config, call))
+    response.hangup()
+    return twiml_response(response)
 
 
 def _dispatch(session, call: Call | None) -> tuple[Agent | None, list[str]]:
@@ -435,6 +470,18 @@ def queue_wait():
     mine = None
     others: list[str] = []
     if call.status == "queued":
+        current = session.get(Queue, call.queue_id)
+        target = _staffed_queue(session, config, current)
+        if target is None:
+            return _no_agent(session, config, call)
+        if target.id != current.id:
+            # Everyone who could serve this queue logged out: on to the general queue, same place.
+            acd.move(session, call.id, target)
+            call.queue_id = target.id
+            session.commit()
+            response = VoiceResponse()
+            response.redirect(external_url("voice.queue_connect"), method="POST")
+            return twiml_response(response)
         mine, others = _dispatch(session, call)
     session.commit()
     _redirect_to_agents(others)

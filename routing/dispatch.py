@@ -170,6 +170,21 @@ def _claim(session: Session, entry_id: int, call_id: int, agent_id: int, now: da
     return True
 
 
+def staffed(session: Session, queue_name: str) -> bool:
+    """Return True if an agent with the queue's skill is logged in (any state but offline)."""
+    return session.scalar(
+        select(Agent.id).join(AgentSkill, AgentSkill.agent_id == Agent.id)
+        .where(AgentSkill.skill == queue_name, Agent.state != "offline").limit(1)) is not None
+
+
+def move(session: Session, call_id: int, queue: Queue) -> None:
+    """Move a waiting call to ``queue``, keeping its original entry time (its place by time)."""
+    entry = session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+    if entry is not None and entry.state == "waiting":
+        entry.queue_id = queue.id
+        session.flush()
+
+
 def offered_agent(session: Session, call_id: int) -> Agent | None:
     """Return the agent the call is offered to (ringing), or None."""
     return session.scalar(select(Agent).join(QueueEntry, QueueEntry.agent_id == Agent.id)

@@ -351,6 +351,9 @@ class Simulation:
         names = sorted({s.name for s in self.shifts})
         identities = {name: client_identity(name, taken) for name in names}
         document = dict(document)
+        # Callers in the records waited while nobody was logged in (before the first shift):
+        # replay that instead of turning them away.
+        document["unstaffed"] = "wait"
         document["agents"] = [{"name": name, "endpoint": f"client:{identities[name]}",
                                "skills": list(skills)} for name in names]
         try:

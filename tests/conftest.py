@@ -106,9 +106,14 @@ def app(db_url, clock, tmp_path):
 
 @pytest.fixture
 def loaded_app(app):
-    """The app with the sample configuration of the agency's line loaded."""
+    """The app with the sample configuration of the agency's line loaded and its agents logged
+    in but not ready (so queues are staffed and nobody is offered a call until a test says so)."""
     result = app.test_cli_runner().invoke(args=["config", "load", str(SAMPLE_CONFIG)])
     assert result.exit_code == 0, result.output
+    from routing.models import Agent
+    with app.extensions["db_sessionmaker"]() as s:
+        s.execute(Agent.__table__.update().values(state="not_ready", not_ready_reason="setup"))
+        s.commit()
     return app
 
 
