@@ -121,18 +121,9 @@ def accept_call(key: str):
         return jsonify(error=f"no call {body['call_sid'][:64]!r}"), 404
     try:
         assignment = acd.accept(session, agent.id, call.id, current_app.config["CLOCK"]())
-    except acd.NotWaiting as exc:
+    except acd.AcceptRefused as exc:
         session.rollback()
-        return jsonify(error="not waiting", detail=str(exc)), 409
-    except acd.NotSkilled as exc:
-        session.rollback()
-        return jsonify(error="not skilled", detail=str(exc)), 409
-    except acd.AlreadyTaken as exc:
-        session.rollback()
-        return jsonify(error="already taken", detail=str(exc)), 409
-    except acd.AgentNotFree as exc:
-        session.rollback()
-        return jsonify(error="agent not free", detail=str(exc)), 409
+        return jsonify(error=exc.reason, detail=str(exc)), 409
     skills = agent.skills
     connect_accepted(session, assignment)
     return jsonify(agent=_agent_json(agent, skills), call_sid=call.call_sid)

@@ -370,9 +370,7 @@ def _queue_call(session, config: LineConfig, call: Call, queue: Queue | None, *,
     if queue is None:
         return _no_agent(session, config, call, lead=lead)
     call_log.enter_queue(session, call, queue, now())
-    connect_now, others = _dispatch(session, call)
-    session.commit()
-    _redirect_to_agents(others)
+    connect_now, _ = _dispatch_and_commit(session, call)
     language = _call_language(config, call)
     if connect_now is not None:
         response = VoiceResponse()
@@ -410,8 +408,12 @@ def _no_agent(session, config: LineConfig, call: Call, *, lead: tuple[str, ...] 
     return twiml_response(response)
 
 
-def _dispatch(session, call: Call | None) -> tuple[Agent | None, list[str]]:
-    """Run dispatch; return the agent offered ``call`` (if any) and the other calls' CallSids."""
+def _dispatch_and_commit(session, call: Call | None) -> tuple[Agent | None, int]:
+    """Run dispatch, commit, then redirect every other caller just offered an agent.
+
+    Returns the agent offered ``call`` itself (its TwiML is this request's answer) and how
+    many calls were offered in all.
+    """
     assignments = acd.dispatch(session, now())
     offered = {c.id: c for c in call_log.mark_offered(session, [a.call_id for a in assignments])}
     mine = None
@@ -421,7 +423,9 @@ def _dispatch(session, call: Call | None) -> tuple[Agent | None, list[str]]:
             mine = session.get(Agent, assignment.agent_id)
         elif assignment.call_id in offered:
             others.append(offered[assignment.call_id].call_sid)
-    return mine, others
+    session.commit()
+    _redirect_to_agents(others)
+    return mine, len(assignments)
 
 
 def _redirect_to_agents(call_sids: list[str]) -> None:
@@ -468,7 +472,6 @@ def queue_wait():
     config = _config_or_fail()
     call = _current_call(session)
     mine = None
-    others: list[str] = []
     if call.status == "queued":
         current = session.get(Queue, call.queue_id)
         target = _staffed_queue(session, config, current)
@@ -482,9 +485,8 @@ def queue_wait():
             response = VoiceResponse()
             response.redirect(external_url("voice.queue_connect"), method="POST")
             return twiml_response(response)
-        mine, others = _dispatch(session, call)
+        mine, _ = _dispatch_and_commit(session, call)
     session.commit()
-    _redirect_to_agents(others)
     response = VoiceResponse()
     if mine is not None or (call.status == "connecting" and _offer_is_stale(session, call)):
         response.redirect(external_url("voice.queue_connect"), method="POST")
@@ -537,7 +539,8 @@ def queue_after():
     response = VoiceResponse()
     if result == "hangup":
         call_log.end_call(session, call, now(), now())
-        return _after_call_left(session, response)
+        dispatch_and_connect(session)  # an agent it held may take the next caller at once
+        return twiml_response(response)
     elif result in ("error", "system-error", "queue-full"):
         log.error("provider queue error %s for %s", result, call.call_sid)
         config = _config_or_fail()
@@ -575,7 +578,8 @@ def dial_after():
     if status != "completed" and request.form.get("CallStatus") in call_log.FINAL_PROVIDER_STATUSES:
         # The caller hung up while the agent's phone rang: not the agent's failure.
         call_log.end_call(session, call, now(), now())
-        return _after_call_left(session, VoiceResponse())
+        dispatch_and_connect(session)  # an agent it held may take the next caller at once
+        return twiml_response(VoiceResponse())
     outcome = call_log.agent_leg_ended(session, call, status, duration, now(),
                                        wrap_up_seconds=current_app.config["WRAP_UP_SECONDS"])
     response = VoiceResponse()
@@ -586,9 +590,7 @@ def dial_after():
         response.hangup()
         return twiml_response(response)
     queue = session.get(Queue, call.queue_id)
-    mine, others = _dispatch(session, call)
-    session.commit()
-    _redirect_to_agents(others)
+    mine, _ = _dispatch_and_commit(session, call)
     if mine is not None:
         _dial_agent(response, config, call, mine)
         return twiml_response(response)
@@ -627,17 +629,10 @@ def status():
         timestamp=parse_timestamp(request.form.get("Timestamp")),
         wrap_up_seconds=current_app.config["WRAP_UP_SECONDS"])
     if ended and freed_agent:
-        return _after_call_left(session, VoiceResponse())
+        dispatch_and_connect(session)  # an agent it held may take the next caller at once
+        return twiml_response(VoiceResponse())
     session.commit()
     return twiml_response(VoiceResponse())
-
-
-def _after_call_left(session, response: VoiceResponse):
-    """A waiting or ringing caller hung up: an agent it held may take the next caller at once."""
-    _, others = _dispatch(session, None)
-    session.commit()
-    _redirect_to_agents(others)
-    return twiml_response(response)
 
 
 def dispatch_and_connect(session) -> int:
@@ -646,10 +641,7 @@ def dispatch_and_connect(session) -> int:
     For edges other than the call's own webhooks (the agent API, jobs). Returns how many
     calls were offered.
     """
-    _, others = _dispatch(session, None)
-    session.commit()
-    _redirect_to_agents(others)
-    return len(others)
+    return _dispatch_and_commit(session, None)[1]
 
 
 def connect_accepted(session, assignment: acd.Assignment) -> None:

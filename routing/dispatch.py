@@ -96,20 +96,34 @@ def dispatch(session: Session, now: datetime, *, limit: int = 50) -> list[Assign
     return assignments
 
 
-class AlreadyTaken(RuntimeError):
+class AcceptRefused(RuntimeError):
+    """An agent cannot take the call; ``reason`` says why in a few words."""
+
+    reason = "refused"
+
+
+class AlreadyTaken(AcceptRefused):
     """Another agent took the call, or is taking it at this moment."""
 
+    reason = "already taken"
 
-class NotWaiting(RuntimeError):
+
+class NotWaiting(AcceptRefused):
     """The call is not in a queue: still in the menus, or it ended."""
 
+    reason = "not waiting"
 
-class NotSkilled(RuntimeError):
+
+class NotSkilled(AcceptRefused):
     """The call waits in a queue whose skill the agent does not have."""
 
+    reason = "not skilled"
 
-class AgentNotFree(RuntimeError):
+
+class AgentNotFree(AcceptRefused):
     """The agent cannot take a call now (not available, or already on one)."""
+
+    reason = "agent not free"
 
 
 def accept(session: Session, agent_id: int, call_id: int, now: datetime) -> Assignment:
