@@ -60,17 +60,24 @@ def test_a_call_leaves_a_complete_state_history(loaded_app, clock):
         assert response.status_code == 400, since
 
 
-def test_wrap_up_ends_on_its_timer_and_the_agent_takes_the_next_caller(loaded_app, clock):
-    loaded_app.config["WRAP_UP_SECONDS"] = 60
-    with loaded_app.extensions["db_sessionmaker"]() as s:
+def _mari_finishes_a_call(app, clock, *, wrap_up: int, talk: int) -> Caller:
+    """Mari takes one caller and talks ``talk`` s; wrap-up of ``wrap_up`` s starts. Returns a
+    second caller, not yet in the menus."""
+    app.config["WRAP_UP_SECONDS"] = wrap_up
+    with app.extensions["db_sessionmaker"]() as s:
         set_state(s, _agent(s, "Mari"), "available", clock())
         s.commit()
-    client = loaded_app.test_client()
-    first, second = Caller(client, "CA" + "1" * 32), Caller(client, "CA" + "2" * 32)
+    client = app.test_client()
+    first = Caller(client, "CA" + "1" * 32)
     _queue_caller(first)
     first.post(f"/twilio/agent/answer?call={first.call_sid}")
-    clock.advance(50)
-    first.post("/twilio/dial/after", DialCallStatus="completed", DialCallDuration="50")
+    clock.advance(talk)
+    first.post("/twilio/dial/after", DialCallStatus="completed", DialCallDuration=str(talk))
+    return Caller(client, "CA" + "2" * 32)
+
+
+def test_wrap_up_ends_on_its_timer_and_the_agent_takes_the_next_caller(loaded_app, clock):
+    second = _mari_finishes_a_call(loaded_app, clock, wrap_up=60, talk=50)
     wrap_up_ended = clock() + timedelta(seconds=60)
     clock.advance(5)
     _queue_caller(second)
@@ -170,15 +177,7 @@ def test_accept_takes_a_waiting_call_and_rings_the_agent(loaded_app):
 
 
 def test_worker_offers_a_waiting_call_when_a_wrap_up_timer_ends(loaded_app, clock):
-    loaded_app.config["WRAP_UP_SECONDS"] = 30
-    with loaded_app.extensions["db_sessionmaker"]() as s:
-        set_state(s, _agent(s, "Mari"), "available", clock())
-        s.commit()
-    client = loaded_app.test_client()
-    first, second = Caller(client, "CA" + "1" * 32), Caller(client, "CA" + "2" * 32)
-    _queue_caller(first)
-    first.post(f"/twilio/agent/answer?call={first.call_sid}")
-    first.post("/twilio/dial/after", DialCallStatus="completed", DialCallDuration="40")
+    second = _mari_finishes_a_call(loaded_app, clock, wrap_up=30, talk=40)
     _queue_caller(second)
     runner = loaded_app.test_cli_runner()
     clock.advance(29)
