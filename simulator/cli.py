@@ -132,7 +132,8 @@ def format_report(result: Result, expected: DayFigures, simulated: DayFigures, *
         lines.append(f"  - {len(result.anomalies)} anomalies, first: {result.anomalies[0]}")
     for error in result.errors[:10]:
         lines.append(f"  ! {error}")
-    lines += ["", "Next: flask report --from {0} --to {0}".format(day.isoformat())]
+    lines += ["", "Report this day (same DATABASE_URL): flask --app app report --from {0} --to {0}"
+              .format(day.isoformat())]
     return "\n".join(lines)
 
 

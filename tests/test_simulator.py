@@ -295,7 +295,7 @@ def test_flask_simulate_prints_input_and_simulated_figures(loaded_app, session):
     assert f"  {'offered':28}{expected.offered:>12}{offered:>12}" in out.output
     assert f"  {'IVR-only (hung up in IVR)':28}{expected.ivr_only:>12}" in out.output
     assert "HOURS_ALWAYS_OPEN" in out.output
-    assert f"Next: flask report --from {day} --to {day}" in out.output
+    assert f"flask --app app report --from {day} --to {day}" in out.output
 
 
 def test_flask_simulate_rejects_a_day_missing_from_the_file(loaded_app):
