@@ -45,11 +45,13 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         app.config["TWILIO_AUTH_TOKEN"], app.config["TWILIO_API_BASE_URL"])
 
     from admin.api import bp as api_bp
+    from admin.callbacks_api import bp as callbacks_api_bp
     from ivr.media import bp as audio_bp
+    import ivr.callback_webhooks  # noqa: F401  (its views are on the voice blueprint)
     from ivr.webhooks import bp as voice_bp
     from recording.webhooks import bp as recording_bp
     from survey.webhooks import bp as sms_bp
-    for blueprint in (voice_bp, recording_bp, sms_bp, audio_bp, api_bp):
+    for blueprint in (voice_bp, recording_bp, sms_bp, audio_bp, api_bp, callbacks_api_bp):
         app.register_blueprint(blueprint)
 
     from admin.cli import register_cli

@@ -29,7 +29,7 @@ KEY_RE = re.compile(r"^[0-9*#]$")
 SIP_RE = re.compile(r"^sips?:([^@\s:;]+@)?[A-Za-z0-9.-]+(:\d{1,5})?(;\S*)?$")
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 # Placeholders a prompt may use, by prompt key; every other prompt is plain text.
-PROMPT_PLACEHOLDERS = {"queue_position": {"position"}}
+PROMPT_PLACEHOLDERS = {"queue_position": {"position"}, "queue_estimated_wait": {"minutes"}}
 SKILL_RE = re.compile(r"^[a-z]{2}\.[a-z_]+$")
 
 
@@ -228,10 +228,62 @@ class UnitConfig(_Strict):
         return e164(value)
 
 
+class OverflowTarget(_Strict):
+    """Where a caller goes when their queue's wait or length limit is reached, or nobody can
+    serve it: another ``queue`` (by name, keeping the caller's place by time), a ``unit`` (by
+    code, transferred), or a ``callback`` offer (the default)."""
+
+    queue: str | None = None
+    unit: str | None = None
+    callback: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        if sum((self.queue is not None, self.unit is not None, self.callback)) != 1:
+            raise ValueError("an overflow target needs exactly one of 'queue', 'unit' or "
+                             "'callback: true'")
+        return self
+
+
+class QueuePolicy(_Strict):
+    """Limits of a queue: ``max_wait_seconds`` a caller waits at most (none = no limit),
+    ``max_length`` callers waiting at most (none = no limit), and the ``overflow`` target."""
+
+    max_wait_seconds: int | None = Field(None, ge=10, le=4 * 3600)
+    max_length: int | None = Field(None, ge=1, le=10_000)
+    overflow: OverflowTarget = OverflowTarget(callback=True)
+
+
+class CallbackConfig(_Strict):
+    """Outbound callbacks: the number shown to callers (E.164), how many times and how often a
+    caller is tried, how long their phone rings, and what hold key asks for a callback."""
+
+    caller_id: str = "+3726121360"
+    attempts: int = Field(3, ge=1, le=10)
+    retry_seconds: int = Field(300, ge=30, le=24 * 3600)
+    ring_seconds: int = Field(30, ge=10, le=120)
+    key: str = "1"
+
+    @field_validator("caller_id")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        return e164(value)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not KEY_RE.match(value):
+            raise ValueError(f"{value!r} is not a single keypad key")
+        return value
+
+
 REQUIRED_PROMPTS = (
     "welcome", "language_menu", "topic_menu", "no_input", "invalid_input", "to_person",
     "out_of_hours", "no_agent", "queue_wait", "queue_position", "transfer", "transfer_failed",
-    "agent_whisper", "technical_error",
+    "agent_whisper", "technical_error", "queue_options", "queue_estimated_wait", "callback_offer",
+    "callback_offer_no_number", "callback_enter_number", "callback_number_invalid",
+    "callback_confirmed", "callback_declined", "callback_intro", "callback_agent_missed",
+    "closing_callback_offer", "max_wait_reached",
 )
 
 
@@ -257,6 +309,10 @@ class LineConfig(_Strict):
          "en": ["operator", "agent", "person", "human"]},
         description="spoken words (any language) that ask for a person")
     hours: HoursConfig = HoursConfig()
+    queue_policy: QueuePolicy = Field(QueuePolicy(), description="limits of every queue")
+    queues: dict[str, QueuePolicy] = Field({}, description="per-queue limits, by queue name; "
+                                           "fields left out come from queue_policy")
+    callbacks: CallbackConfig = CallbackConfig()
     units: list[UnitConfig] = []
     referrals: list[ReferralConfig] = []
     agents: list[AgentConfig] = []
@@ -315,6 +371,17 @@ class LineConfig(_Strict):
             if key in (self.person_key, self.repeat_key):
                 raise ValueError(f"topic_menu.{key}: key is reserved")
         skills = set(self.queue_names())
+        for name, policy in [("queue_policy", self.queue_policy)] + [
+                (f"queues.{q}", p) for q, p in self.queues.items()]:
+            if name.startswith("queues.") and name[7:] not in skills:
+                raise ValueError(f"{name}: unknown queue {name[7:]!r}")
+            target = policy.overflow
+            if target.queue is not None and target.queue not in skills:
+                raise ValueError(f"{name}.overflow.queue: unknown queue {target.queue!r}")
+            if target.queue is not None and target.queue == name[7:]:
+                raise ValueError(f"{name}.overflow.queue: a queue cannot overflow to itself")
+            if target.unit is not None and target.unit not in units:
+                raise ValueError(f"{name}.overflow.unit: unknown unit {target.unit!r}")
         for index, agent in enumerate(self.agents):
             for skill in agent.skills:
                 if skill not in skills:
@@ -354,6 +421,15 @@ class LineConfig(_Strict):
         """Every queue (skill) name, ``<language>.<topic>``, including each language's general queue."""
         topics = [t.code for t in self.topics] + [self.general_topic]
         return [f"{lang.code}.{topic}" for lang in self.languages for topic in topics]
+
+    def policy(self, queue_name: str) -> QueuePolicy:
+        """The limits of ``queue_name``: its entry under ``queues`` over ``queue_policy``."""
+        own = self.queues.get(queue_name)
+        if own is None:
+            return self.queue_policy
+        merged = {field: getattr(own if field in own.model_fields_set else self.queue_policy, field)
+                  for field in QueuePolicy.model_fields}
+        return QueuePolicy(**merged)
 
     def language(self, code: str) -> LanguageConfig:
         """Return the language ``code``; KeyError if it is not configured."""

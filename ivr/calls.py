@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -63,8 +63,13 @@ def leave_ivr(call: Call, now: datetime) -> None:
         call.ivr_exited_at = now
 
 
-def enter_queue(session: Session, call: Call, queue: Queue, now: datetime) -> None:
-    """Put the call in ``queue``; the wait starts now unless it already started earlier."""
+def enter_queue(session: Session, call: Call, queue: Queue, now: datetime, *,
+                place: datetime | None = None) -> None:
+    """Put the call in ``queue``; the wait starts now unless it already started earlier.
+
+    ``place`` is an earlier entry time the caller keeps (their canceled callback's place): the
+    call is served as if it had entered then, while its own wait still starts now.
+    """
     if call.status == "ended":
         return
     leave_ivr(call, now)
@@ -74,8 +79,9 @@ def enter_queue(session: Session, call: Call, queue: Queue, now: datetime) -> No
     if call.queue_entered_at is None:
         call.queue_entered_at = now
     call.status = "queued"
+    entered_at = call.queue_entered_at if place is None else min(place, call.queue_entered_at)
     acd.enqueue(session, call_id=call.id, queue=queue, priority=call.priority,
-                entered_at=call.queue_entered_at)
+                entered_at=entered_at)
 
 
 def mark_offered(session: Session, call_ids: list[int]) -> list[Call]:
@@ -142,8 +148,8 @@ def end_call(session: Session, call: Call, ended_at: datetime, now: datetime, *,
     ``answered`` (talk time from the answer if the agent leg never reported it), at a unit →
     ``transferred``. Frees the ACD entry and any agent still tied to the call.
     """
-    if call.status == "ended":
-        return False
+    if call.status in ("ended", "callback"):
+        return False  # a caller waiting for a callback hung up on purpose: the contact is open
     if call.status == "ivr":
         call.outcome = call.outcome or "ivr_abandoned"
     elif call.status == "closing":
@@ -189,11 +195,14 @@ def close_stale(session: Session, now: datetime, older_than: timedelta, *,
                 limit: int = 1000) -> list[Call]:
     """Close calls whose final status never came: no event for ``older_than``. Returns them.
 
+    Calls waiting for a callback are not stale: their callback closes them.
+
     Each is ended at its last known event: the latest of its last webhook and, for an answered
     call, the answer time plus the talk time reported by the agent leg.
     """
     stale = list(session.scalars(
-        select(Call).where(Call.status != "ended", Call.last_event_at < now - older_than)
+        select(Call).where(Call.status.not_in(("ended", "callback")),
+                           Call.last_event_at < now - older_than)
         .order_by(Call.id).limit(limit)))
     for call in stale:
         last = call.last_event_at
@@ -202,3 +211,14 @@ def close_stale(session: Session, now: datetime, older_than: timedelta, *,
         end_call(session, call, last, now)
         call.closed_by_sweep = True
     return stale
+
+
+def recent_answer_rate(session: Session, queue_id: int, now: datetime, *,
+                       window_seconds: int = 1800, minimum: int = 3) -> float | None:
+    """Calls answered per second in the queue over the last ``window_seconds`` (the queue's
+    recent speed of answer), or None with fewer than ``minimum`` answers (too little to say)."""
+    answered = session.scalar(
+        select(func.count()).select_from(Call)
+        .where(Call.queue_id == queue_id, Call.answered_at > now - timedelta(seconds=window_seconds),
+               Call.answered_at <= now)) or 0
+    return answered / window_seconds if answered >= minimum else None

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import calendar
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -59,3 +59,25 @@ def is_open(now: datetime, hours: HoursConfig, tz_name: str) -> bool:
     if window is None:
         return False
     return window[0] <= local.time().replace(tzinfo=None) < window[1]
+
+
+def next_opening(now: datetime, hours: HoursConfig, tz_name: str, *, days: int = 14) -> datetime | None:
+    """Return ``now`` if the line is open, else the next moment it opens (aware UTC), looking
+    ``days`` days ahead; None if it stays closed that long.
+
+    The opening is a local wall time converted with the zone's rules of that day, so it is right
+    on both DST change days.
+    """
+    if is_open(now, hours, tz_name):
+        return now.astimezone(timezone.utc)
+    zone = ZoneInfo(tz_name)
+    local = now.astimezone(zone)
+    for offset in range(days + 1):
+        day = local.date() + timedelta(days=offset)
+        window = opening_hours(day, hours)
+        if window is None:
+            continue
+        opens = datetime.combine(day, window[0], tzinfo=zone)
+        if opens > local:
+            return opens.astimezone(timezone.utc)
+    return None

@@ -10,10 +10,13 @@ from db import Base, UTCDateTime, utcnow
 
 # Where the call is now. 'ended' is final: later callbacks never move a call out of it.
 # 'closing' = hearing a final message (closed, referral) before the service hangs up.
-CALL_STATUSES = ("ivr", "queued", "connecting", "connected", "transferring", "closing", "ended")
+# 'callback' = the caller hung up after asking to be called back; the contact is still open.
+CALL_STATUSES = ("ivr", "queued", "connecting", "connected", "transferring", "closing",
+                 "callback", "ended")
 # How it ended; only 'answered' and 'abandoned' calls were offered to agents.
 CALL_OUTCOMES = ("answered", "abandoned", "ivr_abandoned", "out_of_hours", "no_agent",
-                 "transferred", "referred", "failed")
+                 "max_wait", "transferred", "referred", "failed", "callback_failed",
+                 "called_again")
 
 
 class Call(Base):
@@ -51,6 +54,11 @@ class Call(Base):
     # The caller struggled with the menus (went to a person after failed or no input, or asked
     # for one); such callers get raised priority. Reported as the "IVR struggle" figure.
     ivr_struggle: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # While waiting: the last position announced (a worse one is never announced), when a
+    # callback was last offered, and when the call overflowed to another queue (at most once).
+    announced_position: Mapped[int | None] = mapped_column(Integer)
+    callback_offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    overflowed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_event_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     closed_by_sweep: Mapped[bool] = mapped_column(default=False)
     source: Mapped[str] = mapped_column(String(16), default="live")
@@ -58,4 +66,5 @@ class Call(Base):
     __table_args__ = (
         Index("ix_calls_arrived_at", "arrived_at"),
         Index("ix_calls_status_last_event_at", "status", "last_event_at"),
+        Index("ix_calls_queue_id_answered_at", "queue_id", "answered_at"),
     )

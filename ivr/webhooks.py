@@ -6,22 +6,24 @@ Each view parses the request, calls domain functions, commits once, then does ou
 from __future__ import annotations
 
 import logging
+import math
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import Response, abort, current_app, request, url_for
 from sqlalchemy import select
 
 from db import get_read_session, get_session, single_statement
 from ivr import calls as call_log
-from ivr.hours import is_open
+from ivr.hours import is_open, next_opening
 from ivr.menu import interpret
 from ivr.models import Call
 from ivr.prompts import Prompts
 from ivr.speech import speech_to_key
 from line_config import LineConfig, current_line_config, find_referral
+from routing import callbacks
 from routing import dispatch as acd
-from routing.models import Agent, Queue, Unit
+from routing.models import Agent, Callback, Queue, Unit
 from telephony.client import TelephonyError
 from telephony.params import parse_int, parse_timestamp
 from telephony.signature import provider_blueprint
@@ -299,13 +301,12 @@ def _line_open(config: LineConfig) -> bool:
 
 
 def _closed(session, config: LineConfig, call: Call):
+    """The line is closed: say so, with the opening hours, and offer a callback when it opens."""
     call_log.leave_ivr(call, now())
     call.outcome, call.status = "out_of_hours", "closing"
+    call.callback_offered_at = now()
     session.commit()
-    response = VoiceResponse()
-    _prompts(config).add(response, "out_of_hours", _call_language(config, call))
-    response.hangup()
-    return twiml_response(response)
+    return twiml_response(callback_offer_twiml(config, call, "out_of_hours"))
 
 
 def _to_person(session, config: LineConfig, call: Call, *, lead: tuple[str, ...],
@@ -366,10 +367,28 @@ def _queue_call(session, config: LineConfig, call: Call, queue: Queue | None, *,
     """
     if queue is None:
         raise RuntimeError(f"no queue for {call.language}.{call.topic}: reload the configuration")
+    chosen = queue
     queue = _staffed_queue(session, config, queue)
     if queue is None:
+        call.queue_id = chosen.id  # a callback, if the caller wants one, is for this queue
         return _no_agent(session, config, call, lead=lead)
-    call_log.enter_queue(session, call, queue, now())
+    policy = config.policy(queue.name)
+    if policy.max_length is not None and acd.callers_waiting(session, queue.id) >= policy.max_length:
+        target = _overflow_target(session, config, call, policy)
+        if target[0] == "unit":
+            return _transfer(session, config, call, target[1])
+        if target[0] == "offer":
+            call_log.leave_ivr(call, now())
+            call.queue_id = queue.id
+            call.outcome, call.status, call.callback_offered_at = "queue_full", "closing", now()
+            session.commit()
+            return twiml_response(callback_offer_twiml(config, call, "full", lead=lead))
+        queue = target[1]
+        call.overflowed_at = now()
+    # A caller with a callback pending who calls again is not called twice: the callback is
+    # canceled and this call takes its place in the queue.
+    place = callbacks.cancel_for_caller(session, callbacks.normalise_number(call.from_number), now())
+    call_log.enter_queue(session, call, queue, now(), place=place)
     connect_now, _ = _dispatch_and_commit(session, call)
     language = _call_language(config, call)
     if connect_now is not None:
@@ -395,17 +414,83 @@ def _staffed_queue(session, config: LineConfig, queue: Queue) -> Queue | None:
 
 
 def _no_agent(session, config: LineConfig, call: Call, *, lead: tuple[str, ...] = ()):
-    """No agent is logged in who could take the call: say so and end it (not left waiting)."""
+    """No agent is logged in who could take the call: say so and offer a callback at once
+    (the caller is not left waiting)."""
     call_log.leave_ivr(call, now())
-    if call.status in ("queued", "connecting"):
-        acd.leave_queue(session, call.id, now())
-    call.outcome, call.status = "no_agent", "closing"
+    call.outcome, call.status, call.callback_offered_at = "no_agent", "closing", now()
     session.commit()
+    return twiml_response(callback_offer_twiml(config, call, "no_agent", lead=lead))
+
+
+# Prompts said before the callback offer, by why it is made.
+_OFFER_LEAD = {"out_of_hours": ("out_of_hours",), "no_agent": ("no_agent",),
+               "max_wait": ("max_wait_reached",), "closing": ("closing_callback_offer",),
+               "full": ("queue_wait",), "asked": (), "transfer_failed": ()}
+
+
+def callback_offer_twiml(config: LineConfig, call: Call, reason: str, *, attempt: int = 1,
+                         lead: tuple[str, ...] = (), reason_lead: bool = True) -> VoiceResponse:
+    """The callback offer: 1 = call back the number calling (when it is a valid number),
+    2 = enter another. ``reason`` (a key of ``_OFFER_LEAD``) picks the lead prompt and what
+    declining it means (see ``ivr.callback_webhooks``). A Redirect follows the Gather, so no
+    input is an answer too."""
     response = VoiceResponse()
-    for key in lead + ("no_agent",):
-        _prompts(config).add(response, key, _call_language(config, call))
-    response.hangup()
-    return twiml_response(response)
+    prompts = _prompts(config, slow=attempt > 1)
+    language = _call_language(config, call)
+    for key in lead + (_OFFER_LEAD.get(reason, ()) if reason_lead else ()):
+        prompts.add(response, key, language)
+    action = external_url("voice.callback_choice", reason=reason, attempt=attempt)
+    gather = _gather(response, action)
+    has_number = callbacks.normalise_number(call.from_number) is not None
+    prompts.add(gather, "callback_offer" if has_number else "callback_offer_no_number", language)
+    response.redirect(action, method="POST")
+    return response
+
+
+def _waited(call: Call) -> float:
+    """Seconds the caller has waited for the current queue's limit: since entering the queue,
+    or since overflowing to it."""
+    start = call.overflowed_at or call.queue_entered_at or now()
+    return (now() - start).total_seconds()
+
+
+def _overflow_target(session, config: LineConfig, call: Call, policy) -> tuple[str, object]:
+    """Where a caller goes when a queue limit is reached: ``("queue", Queue)`` (once per call,
+    and only to a queue someone can serve), ``("unit", code)``, or ``("offer", None)`` (callback)."""
+    target = policy.overflow
+    if target.queue is not None and call.overflowed_at is None:
+        other = session.scalar(select(Queue).where(Queue.name == target.queue))
+        if other is not None and _staffed_queue(session, config, other) is other:
+            return ("queue", other)
+    if target.unit is not None:
+        return ("unit", target.unit)
+    return ("offer", None)
+
+
+def _waiting_decision(session, config: LineConfig, call: Call) -> tuple[str, object]:
+    """What happens to a caller waiting in a queue now: ``("stay", None)``, ``("move", Queue)``
+    (their queue lost its agents), ``("overflow", Queue)`` (its maximum wait was reached),
+    ``("unit", code)`` or ``("offer", reason)``."""
+    queue = session.get(Queue, call.queue_id)
+    target = _staffed_queue(session, config, queue)
+    if target is None:
+        return ("offer", "no_agent")
+    if target.id != queue.id:
+        return ("move", target)
+    if not _line_open(config) and (call.callback_offered_at is None
+                                   or _was_open(config, call.callback_offered_at)):
+        return ("offer", "closing")
+    policy = config.policy(queue.name)
+    if policy.max_wait_seconds is not None and _waited(call) >= policy.max_wait_seconds:
+        kind, value = _overflow_target(session, config, call, policy)
+        if kind == "queue":
+            return ("overflow", value)
+        return (kind, value if kind == "unit" else "max_wait")
+    return ("stay", None)
+
+
+def _was_open(config: LineConfig, at: datetime) -> bool:
+    return current_app.config["HOURS_ALWAYS_OPEN"] or is_open(at, config.hours, config.timezone)
 
 
 def _dispatch_and_commit(session, call: Call | None) -> tuple[Agent | None, int]:
@@ -414,8 +499,12 @@ def _dispatch_and_commit(session, call: Call | None) -> tuple[Agent | None, int]
     Returns the agent offered ``call`` itself (its TwiML is this request's answer) and how
     many calls were offered in all.
     """
-    assignments = acd.dispatch(session, now())
-    offered = {c.id: c for c in call_log.mark_offered(session, [a.call_id for a in assignments])}
+    config = _config_or_fail()
+    assignments = acd.dispatch(session, now(), callbacks_open=_line_open(config))
+    offered = {c.id: c for c in call_log.mark_offered(
+        session, [a.call_id for a in assignments if a.callback_id is None])}
+    to_dial = [cb for a in assignments if a.callback_id is not None
+               if (cb := callbacks.start_attempt(session, a.callback_id, now())) is not None]
     mine = None
     others = []
     for assignment in assignments:
@@ -425,7 +514,32 @@ def _dispatch_and_commit(session, call: Call | None) -> tuple[Agent | None, int]
             others.append(offered[assignment.call_id].call_sid)
     session.commit()
     _redirect_to_agents(others)
+    _dial_callbacks(session, config, to_dial)
     return mine, len(assignments)
+
+
+def _dial_callbacks(session, config: LineConfig, to_dial: list[Callback]) -> None:
+    """After commit: ring the callers of callbacks an agent was just reserved for.
+
+    The attempt was committed as ``dialing`` first, so each reservation dials at most once; a
+    dial the provider refuses counts as a failed attempt (retried later, agent freed).
+    """
+    client = current_app.extensions["telephony"]
+    for callback in to_dial:
+        try:
+            call_sid = client.create_call(
+                to=callback.number, from_=config.callbacks.caller_id,
+                url=external_url("voice.callback_answer", callback=callback.id),
+                status_callback=external_url("voice.callback_status", callback=callback.id),
+                timeout=config.callbacks.ring_seconds)
+        except TelephonyError as exc:
+            log.warning("callback %s: dial failed: %s", callback.id, exc)
+            callbacks.attempt_failed(session, callback, "dial_failed", now(),
+                                     retry_seconds=config.callbacks.retry_seconds,
+                                     max_attempts=config.callbacks.attempts)
+        else:
+            callbacks.dialled(session, callback, call_sid)
+        session.commit()
 
 
 def _redirect_to_agents(call_sids: list[str]) -> None:
@@ -449,8 +563,9 @@ def _enqueue_twiml(config: LineConfig, call: Call, queue: Queue, *,
     return response
 
 
-def _dial_agent(response: VoiceResponse, config: LineConfig, call: Call, agent: Agent) -> None:
-    dial = response.dial(action=external_url("voice.dial_after"), method="POST",
+def _dial_agent(response: VoiceResponse, config: LineConfig, call: Call, agent: Agent, *,
+                action: str | None = None) -> None:
+    dial = response.dial(action=action or external_url("voice.dial_after"), method="POST",
                          timeout=current_app.config["AGENT_RING_SECONDS"],
                          record="record-from-answer-dual",
                          recording_status_callback=external_url("recording.callback"),
@@ -462,28 +577,26 @@ def _dial_agent(response: VoiceResponse, config: LineConfig, call: Call, agent: 
 
 @bp.post("/queue/wait")
 def queue_wait():
-    """Hold loop (Enqueue waitUrl): connect if an agent was offered, else position and music.
+    """Hold loop (Enqueue waitUrl): connect if an agent was offered, else position, estimated
+    wait, the options (a key for a callback, ``*`` to repeat) and music.
 
     Dispatch runs here too, so a caller is connected even if no other event triggered it. An
     offer made by another request was already redirected by REST; the hold loop redirects it
     only if that evidently failed (the offer is older than ``OFFER_REDIRECT_GRACE`` seconds).
+    A caller whose queue lost its agents, whose wait reached the queue's maximum, or who is
+    still waiting when the line closes leaves the provider's queue (``<Leave>``); the Enqueue
+    action (:func:`queue_after`) then moves them on.
     """
     session = get_session()
     config = _config_or_fail()
     call = _current_call(session)
     mine = None
     if call.status == "queued":
-        current = session.get(Queue, call.queue_id)
-        target = _staffed_queue(session, config, current)
-        if target is None:
-            return _no_agent(session, config, call)
-        if target.id != current.id:
-            # Everyone who could serve this queue logged out: on to the general queue, same place.
-            acd.move(session, call.id, target)
-            call.queue_id = target.id
+        decision, _ = _waiting_decision(session, config, call)
+        if decision != "stay":
             session.commit()
             response = VoiceResponse()
-            response.redirect(external_url("voice.queue_connect"), method="POST")
+            response.leave()
             return twiml_response(response)
         mine, _ = _dispatch_and_commit(session, call)
     session.commit()
@@ -491,15 +604,67 @@ def queue_wait():
     if mine is not None or (call.status == "connecting" and _offer_is_stale(session, call)):
         response.redirect(external_url("voice.queue_connect"), method="POST")
         return twiml_response(response)
-    position = acd.queue_position(session, call.id)
-    if position is not None:
-        _prompts(config).add(response, "queue_position", _call_language(config, call),
-                             position=position)
+    response = _hold_twiml(session, config, call)
+    session.commit()
+    return twiml_response(response)
+
+
+def _hold_twiml(session, config: LineConfig, call: Call) -> VoiceResponse:
+    """One round of the hold loop: position (never a worse one than last announced), estimated
+    wait from the queue's recent speed of answer, the options, then music or silence up to
+    HOLD_SECONDS (less if the queue's maximum wait comes sooner). A key pressed at any point
+    goes to :func:`queue_key`."""
+    response = VoiceResponse()
+    language = _call_language(config, call)
+    prompts = _prompts(config)
+    gather = response.gather(action=external_url("voice.queue_key"), method="POST", num_digits=1,
+                             finish_on_key="", timeout=1)
+    position = acd.queue_position(session, call.id, now())
+    if position is not None and (call.announced_position is None
+                                 or position <= call.announced_position):
+        call.announced_position = position
+        prompts.add(gather, "queue_position", language, position=position)
+        if call.queue_id is not None:
+            rate = call_log.recent_answer_rate(session, call.queue_id, now())
+            if rate:
+                minutes = math.ceil(position / rate / 60)
+                if minutes <= 60:
+                    prompts.add(gather, "queue_estimated_wait", language, minutes=minutes)
+    prompts.add(gather, "queue_options", language)
     music = current_app.config["HOLD_MUSIC_URL"]
+    hold = current_app.config["HOLD_SECONDS"]
+    queue = session.get(Queue, call.queue_id) if call.queue_id is not None else None
+    limit = config.policy(queue.name).max_wait_seconds if queue is not None else None
+    if limit is not None:
+        hold = max(1, min(hold, math.ceil(limit - _waited(call))))
     if music:
-        response.play(music)
+        gather.play(music)
     else:
-        response.pause(length=current_app.config["HOLD_SECONDS"])
+        gather.pause(length=hold)
+    return response
+
+
+@bp.post("/queue/key")
+def queue_key():
+    """A key pressed while waiting: the callback key leaves the queue for the callback offer
+    (keeping the caller's place); any other key repeats the announcements and options."""
+    session = get_session()
+    config = _config_or_fail()
+    call = _current_call(session)
+    response = VoiceResponse()
+    if call.status != "queued":
+        session.commit()
+        if call.status == "connecting":
+            response.redirect(external_url("voice.queue_connect"), method="POST")
+        return twiml_response(response)
+    if request.form.get("Digits", "") == config.callbacks.key:
+        call.callback_offered_at = now()
+        session.commit()
+        response.leave()
+        return twiml_response(response)
+    call.announced_position = None  # asked to hear it again: say the current position
+    response = _hold_twiml(session, config, call)
+    session.commit()
     return twiml_response(response)
 
 
@@ -541,6 +706,8 @@ def queue_after():
         call_log.end_call(session, call, now(), now())
         dispatch_and_connect(session)  # an agent it held may take the next caller at once
         return twiml_response(response)
+    elif result == "leave" and call.status == "queued":
+        return _after_leave(session, _config_or_fail(), call)
     elif result in ("error", "system-error", "queue-full"):
         log.error("provider queue error %s for %s", result, call.call_sid)
         config = _config_or_fail()
@@ -549,6 +716,34 @@ def queue_after():
         response.hangup()
     session.commit()
     return twiml_response(response)
+
+
+def _after_leave(session, config: LineConfig, call: Call):
+    """The caller left the provider's queue by ``<Leave>``: move them on (another queue in the
+    same place, a unit, a callback offer), or back into the queue if nothing applies any more."""
+    decision, value = _waiting_decision(session, config, call)
+    if decision == "stay" and call.callback_offered_at is not None \
+            and (now() - call.callback_offered_at).total_seconds() < 60:
+        decision, value = "offer", "asked"
+    if decision == "offer":
+        call.callback_offered_at = now()
+        session.commit()
+        return twiml_response(callback_offer_twiml(config, call, value))
+    if decision == "unit":
+        acd.leave_queue(session, call.id, now())
+        return _transfer(session, config, call, value)
+    queue = session.get(Queue, call.queue_id)
+    if decision in ("move", "overflow"):
+        if decision == "overflow":
+            call.overflowed_at = now()  # the new queue's maximum wait counts from now
+        acd.move(session, call.id, value)
+        call.queue_id, queue = value.id, value
+    mine, _ = _dispatch_and_commit(session, call)
+    if mine is not None:
+        response = VoiceResponse()
+        _dial_agent(response, config, call, mine)
+        return twiml_response(response)
+    return twiml_response(_enqueue_twiml(config, call, queue, lead=()))
 
 
 @bp.post("/agent/answer")
@@ -623,6 +818,11 @@ def status():
     """Call status callback: a final status ends the call; duplicates and late ones change nothing."""
     session = get_session()
     call = _current_call(session)
+    if call.status in ("connecting", "connected") and callbacks.callback_of(session, call.id):
+        # A late status of the caller's own line, which ended when they chose a callback: the
+        # callback's outbound call (with its own status URL) is what is live now.
+        session.commit()
+        return twiml_response(VoiceResponse())
     freed_agent = call.status in ("queued", "connecting")
     ended = call_log.apply_status_callback(
         session, call, request.form.get("CallStatus", ""), now(),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, exists, false, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from routing.agents import record_state
@@ -25,6 +25,7 @@ class Assignment:
     call_id: int
     agent_id: int
     queue_id: int
+    callback_id: int | None = None
 
 
 def enqueue(session: Session, *, call_id: int, queue: Queue, priority: int,
@@ -56,7 +57,15 @@ def _free(now: datetime):
                          Agent.wrap_up_until <= now)))
 
 
-def dispatch(session: Session, now: datetime, *, limit: int = 50) -> list[Assignment]:
+def _due(now: datetime, callbacks_open: bool):
+    """SQL condition: the entry may be offered now (a callback only from its ``not_before`` on,
+    and only while callbacks may be dialled)."""
+    return and_(or_(QueueEntry.not_before.is_(None), QueueEntry.not_before <= now),
+                or_(QueueEntry.callback_id.is_(None), true() if callbacks_open else false()))
+
+
+def dispatch(session: Session, now: datetime, *, limit: int = 50,
+             callbacks_open: bool = True) -> list[Assignment]:
     """Offer waiting calls to free agents; return the new assignments (agents go to ``offered``).
 
     Order: highest priority first, then earliest queue entry; for each call the qualified
@@ -64,27 +73,36 @@ def dispatch(session: Session, now: datetime, *, limit: int = 50) -> list[Assign
     time has run out counts as free, idle since the end of the wrap-up. Calls nobody free can
     serve are skipped, so one blocked queue does not hold up the others. At most ``limit``
     calls are considered per invocation.
+
+    Callbacks wait in the same order; one is offered only from its ``not_before`` time, only
+    when ``callbacks_open`` (within business hours), and, when reserved for an agent, only to
+    that agent. Its assignment carries ``callback_id``: the edge dials the caller.
     """
+    skilled_free = exists().where(and_(
+        AgentSkill.skill == Queue.name, Queue.id == QueueEntry.queue_id,
+        Agent.id == AgentSkill.agent_id, _free(now)))
+    reserved_free = exists().where(and_(Agent.id == QueueEntry.reserved_agent_id, _free(now)))
     rows = session.execute(_lock(
-        select(QueueEntry.id, QueueEntry.call_id, QueueEntry.queue_id, Queue.name)
+        select(QueueEntry.id, QueueEntry.call_id, QueueEntry.queue_id, Queue.name,
+               QueueEntry.callback_id, QueueEntry.reserved_agent_id)
         .join(Queue, Queue.id == QueueEntry.queue_id)
-        .where(QueueEntry.state == "waiting")
-        .where(exists().where(and_(
-            AgentSkill.skill == Queue.name,
-            Queue.id == QueueEntry.queue_id,
-            Agent.id == AgentSkill.agent_id,
-            _free(now))))
+        .where(QueueEntry.state == "waiting", _due(now, callbacks_open))
+        .where(or_(and_(QueueEntry.reserved_agent_id.is_(None), skilled_free),
+                   and_(QueueEntry.reserved_agent_id.is_not(None), reserved_free)))
         .order_by(QueueEntry.priority.desc(), QueueEntry.entered_at, QueueEntry.id)
         .limit(limit), session, of=QueueEntry)).all()
     assignments: list[Assignment] = []
     taken: set[int] = set()
-    for entry_id, call_id, queue_id, queue_name in rows:
-        stmt = (select(Agent.id)
-                .join(AgentSkill, AgentSkill.agent_id == Agent.id)
-                .where(AgentSkill.skill == queue_name, _free(now))
-                .order_by(Agent.idle_since.asc().nulls_first(), AgentSkill.proficiency.desc(),
-                          Agent.id)
-                .limit(1))
+    for entry_id, call_id, queue_id, queue_name, callback_id, reserved in rows:
+        if reserved is not None:
+            stmt = select(Agent.id).where(Agent.id == reserved, _free(now))
+        else:
+            stmt = (select(Agent.id)
+                    .join(AgentSkill, AgentSkill.agent_id == Agent.id)
+                    .where(AgentSkill.skill == queue_name, _free(now))
+                    .order_by(Agent.idle_since.asc().nulls_first(),
+                              AgentSkill.proficiency.desc(), Agent.id)
+                    .limit(1))
         if taken:
             stmt = stmt.where(Agent.id.not_in(taken))
         agent_id = session.scalars(_lock(stmt, session, of=Agent)).first()
@@ -92,7 +110,7 @@ def dispatch(session: Session, now: datetime, *, limit: int = 50) -> list[Assign
             continue
         if _claim(session, entry_id, call_id, agent_id, now):
             taken.add(agent_id)
-            assignments.append(Assignment(call_id, agent_id, queue_id))
+            assignments.append(Assignment(call_id, agent_id, queue_id, callback_id))
     return assignments
 
 
@@ -135,7 +153,7 @@ def accept(session: Session, agent_id: int, call_id: int, now: datetime) -> Assi
     NotSkilled if the agent lacks the queue's skill.
     """
     entry = session.execute(_lock(
-        select(QueueEntry.id, QueueEntry.queue_id, Queue.name)
+        select(QueueEntry.id, QueueEntry.queue_id, Queue.name, QueueEntry.callback_id)
         .join(Queue, Queue.id == QueueEntry.queue_id)
         .where(QueueEntry.call_id == call_id, QueueEntry.state == "waiting"), session,
         of=QueueEntry)).first()
@@ -152,7 +170,7 @@ def accept(session: Session, agent_id: int, call_id: int, now: datetime) -> Assi
         if session.scalar(select(Agent.id).where(Agent.id == agent_id, _free(now))) is None:
             raise AgentNotFree(f"agent {agent_id} is not free")
         raise AlreadyTaken(f"call {call_id} was taken by another agent")
-    return Assignment(call_id, agent_id, entry.queue_id)
+    return Assignment(call_id, agent_id, entry.queue_id, entry.callback_id)
 
 
 def _claim(session: Session, entry_id: int, call_id: int, agent_id: int, now: datetime) -> bool:
@@ -278,14 +296,19 @@ def call_finished(session: Session, agent_id: int, call_id: int, now: datetime, 
     session.flush()
 
 
-def queue_position(session: Session, call_id: int) -> int | None:
-    """Return the caller's 1-based position among those waiting in their queue, or None."""
+def queue_position(session: Session, call_id: int, now: datetime) -> int | None:
+    """Return the caller's 1-based position in their queue, or None if the call is not in one.
+
+    Callers and callbacks ahead by priority and entry time count; callbacks not due before
+    ``now`` (a retry delay, an agreed time later) do not.
+    """
     entry = session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
     if entry is None:
         return None
     ahead = session.scalar(
         select(func.count()).select_from(QueueEntry)
-        .where(QueueEntry.queue_id == entry.queue_id, QueueEntry.id != entry.id)
+        .where(QueueEntry.queue_id == entry.queue_id, QueueEntry.id != entry.id,
+               or_(QueueEntry.not_before.is_(None), QueueEntry.not_before <= now))
         .where(or_(QueueEntry.priority > entry.priority,
                    and_(QueueEntry.priority == entry.priority,
                         or_(QueueEntry.entered_at < entry.entered_at,
@@ -298,3 +321,11 @@ def offered_at(session: Session, call_id: int) -> datetime | None:
     """Return when the call was offered to its current agent, or None if it is not offered."""
     return session.scalar(select(QueueEntry.offered_at).where(QueueEntry.call_id == call_id,
                                                                QueueEntry.state == "offered"))
+
+
+def callers_waiting(session: Session, queue_id: int) -> int:
+    """Return how many callers are on the line in the queue (waiting or ringing an agent);
+    callbacks, whose callers are not on the line, do not count."""
+    return int(session.scalar(select(func.count()).select_from(QueueEntry)
+                              .where(QueueEntry.queue_id == queue_id,
+                                     QueueEntry.callback_id.is_(None))) or 0)

@@ -102,6 +102,13 @@ class QueueEntry(Base):
     # At most one agent per call, enforced by the database.
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"), unique=True)
     offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A callback waits here like a caller, in its place by ``entered_at``; it is dispatched only
+    # from ``not_before`` on (retry delay, agreed time) and, if ``reserved_agent_id`` is set, only
+    # to that agent (a callback an agent agreed to make themselves).
+    callback_id: Mapped[int | None] = mapped_column(ForeignKey("callbacks.id", ondelete="CASCADE"),
+                                                    unique=True)
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reserved_agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
 
     queue: Mapped[Queue] = relationship()
 
@@ -117,3 +124,39 @@ class Unit(Base):
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(128))
     phone_number: Mapped[str] = mapped_column(String(32))
+
+
+# pending = waiting for its turn (or its agreed time); dialing = an agent is reserved and the
+# caller's phone is being rung; connected = the caller answered; done / failed / canceled are final.
+CALLBACK_STATES = ("pending", "dialing", "connected", "done", "failed", "canceled")
+CALLBACK_KINDS = ("keep_place", "scheduled")
+
+
+class Callback(Base):
+    """A promise to call a caller back: kept in the queue in the caller's place (``keep_place``,
+    virtual hold) or at a time agreed with an agent (``scheduled``).
+
+    ``call_id`` is the contact it belongs to: the caller's original call (keep_place), or a call
+    row made for the scheduled contact, linked to the caller's earlier call by ``origin_call_id``.
+    ``number`` is E.164. Each attempt dials ``number`` once; ``attempts`` counts them.
+    """
+
+    __tablename__ = "callbacks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), unique=True)
+    origin_call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))
+    number: Mapped[str] = mapped_column(String(32))
+    queue_id: Mapped[int] = mapped_column(ForeignKey("queues.id"))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_result: Mapped[str | None] = mapped_column(String(32))
+    outbound_call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    requested_by_agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_callbacks_number_state", "number", "state"),)

@@ -7,6 +7,7 @@ works. :class:`FakeTelephonyClient` records what would have been sent; the simul
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -31,6 +32,12 @@ class TelephonyClient(Protocol):
 
     def hangup_call(self, call_sid: str) -> None:
         """End the live call ``call_sid``. Raises TelephonyError."""
+
+    def create_call(self, *, to: str, from_: str, url: str, status_callback: str,
+                    timeout: int) -> str:
+        """Dial ``to`` (E.164) from ``from_``; when answered the call runs the TwiML at ``url``
+        (POST); its final status is posted to ``status_callback``; it rings at most ``timeout``
+        seconds. Returns the new CallSid. Raises TelephonyError."""
 
 
 class _BaseUrlHttpClient(TwilioHttpClient):
@@ -67,6 +74,17 @@ class TwilioRestClient:
         except (TwilioException, OSError) as exc:
             raise TelephonyError(f"hang-up of {call_sid} failed: {exc}") from exc
 
+    def create_call(self, *, to: str, from_: str, url: str, status_callback: str,
+                    timeout: int) -> str:
+        try:
+            call = self._client.calls.create(
+                to=to, from_=from_, url=url, method="POST", status_callback=status_callback,
+                status_callback_method="POST", status_callback_event=["completed"],
+                timeout=timeout)
+        except (TwilioException, OSError) as exc:
+            raise TelephonyError(f"call to {to} failed: {exc}") from exc
+        return call.sid
+
 
 @dataclass
 class FakeTelephonyClient:
@@ -74,12 +92,26 @@ class FakeTelephonyClient:
 
     sent: list[tuple[str, str, str | None]] = field(default_factory=list)
     listener: Callable[[str, str, str | None], None] | None = None
+    dialled: list[dict] = field(default_factory=list)
+    fail_calls: bool = False
 
     def redirect_call(self, call_sid: str, url: str) -> None:
         self._record("redirect", call_sid, url)
 
     def hangup_call(self, call_sid: str) -> None:
         self._record("hangup", call_sid, None)
+
+    def create_call(self, *, to: str, from_: str, url: str, status_callback: str,
+                    timeout: int) -> str:
+        """Record the call and return a made-up CallSid; raises TelephonyError if ``fail_calls``."""
+        if self.fail_calls:
+            raise TelephonyError(f"call to {to} failed (fake)")
+        call_sid = "CA" + secrets.token_hex(16)
+        self.dialled.append({"to": to, "from": from_, "url": url,
+                             "status_callback": status_callback, "timeout": timeout,
+                             "call_sid": call_sid})
+        self._record("call", call_sid, url)
+        return call_sid
 
     def _record(self, action: str, call_sid: str, url: str | None) -> None:
         self.sent.append((action, call_sid, url))

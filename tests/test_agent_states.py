@@ -82,7 +82,8 @@ def test_wrap_up_ends_on_its_timer_and_the_agent_takes_the_next_caller(loaded_ap
     clock.advance(5)
     _queue_caller(second)
     clock.advance(25)  # 30 s into the wrap-up: still after-call work
-    assert verbs(parse(second.post("/twilio/queue/wait"))) == ["Play", "Pause"]
+    hold = parse(second.post("/twilio/queue/wait"))
+    assert verbs(hold) == ["Gather"] and verbs(hold[0])[-1] == "Pause"  # waits on
     clock.advance(31)  # the wrap-up time is over: the next hold-loop request connects
     assert verbs(parse(second.post("/twilio/queue/wait"))) == ["Redirect"]
     with loaded_app.extensions["db_sessionmaker"]() as s:

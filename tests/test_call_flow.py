@@ -197,8 +197,12 @@ def test_waiting_caller_hears_their_position(loaded_app, clock):
         c.post("/twilio/ivr/topic?attempt=1", Digits="2")
         clock.advance(1)
     root = parse(callers[2].post("/twilio/queue/wait"))
-    assert verbs(root) == ["Say", "Pause"]
-    assert root[0].text == "You are number 3 in the queue."
+    assert verbs(root) == ["Gather"]
+    hold = root[0]
+    assert hold.get("action") == PUBLIC_BASE + "/twilio/queue/key"
+    assert verbs(hold) == ["Say", "Say", "Pause"]  # no estimate yet: nothing answered lately
+    assert hold[0].text == "You are number 3 in the queue."
+    assert hold[1].text.startswith("To be called back instead, keeping your place")
 
 
 def test_unit_transfer_and_failed_transfer_goes_to_a_person(caller, loaded_app):
@@ -235,8 +239,10 @@ def test_out_of_hours_callers_hear_the_hours_and_are_not_queued(caller, loaded_a
     clock.now = local.replace(tzinfo=ZoneInfo("Europe/Tallinn")).astimezone(timezone.utc)
     caller.post("/twilio/voice")
     root = parse(caller.post("/twilio/ivr/language?attempt=1", Digits="3"))
-    assert verbs(root) == ["Say", "Hangup"]
+    assert verbs(root) == ["Say", "Gather", "Redirect"]  # the hours, then a callback offer
     assert root[0].text.startswith("The information line is closed now.")
+    assert root[1][0].text.startswith("We can call you back.")
+    caller.post(root[2].text)  # no key pressed: goodbye
     caller.post("/twilio/status", CallStatus="completed")
     call = _call(loaded_app, caller.call_sid)
     assert (call.outcome, call.queue_entered_at) == ("out_of_hours", None)

@@ -196,3 +196,59 @@ def test_gunicorn_workers_share_one_sqlite_file_without_lock_errors(tmp_path):
                             .where(Call.__table__.c.status == "ended")).scalar() == 20
     engine.dispose()
     assert "database is locked" not in log_path.read_text()
+
+
+@pytest.mark.skipif(not PG_URL, reason="concurrency on PostgreSQL needs TEST_DATABASE_URL")
+def test_due_callbacks_are_dialled_exactly_once_by_parallel_workers_on_postgresql(loaded_app, clock):
+    """Six workers run the dispatch edge at the same moment over four due callbacks and three
+    free agents, 20 times: each time exactly three callbacks are dialled, each once."""
+    from ivr.webhooks import dispatch_and_connect
+    from db import get_session
+    from routing.callbacks import schedule
+    from routing.models import Callback
+
+    maker = loaded_app.extensions["db_sessionmaker"]
+    fake = loaded_app.extensions["telephony"]
+    with maker() as s:
+        queue_id = s.scalar(select(Queue.id).where(Queue.name == "et.pension"))
+        agents = []
+        for i in range(3):
+            agent = Agent(name=f"cb-{i}", endpoint_kind="client", endpoint=f"cb{i}",
+                          state="offline", state_changed_at=clock())
+            agent.skills = [AgentSkill(skill="et.pension")]
+            agents.append(agent)
+        s.add_all(agents)
+        s.commit()
+        agent_ids = [a.id for a in agents]
+    workers = 6
+    for repetition in range(20):
+        with maker() as s:
+            s.execute(update(Agent).where(Agent.id.in_(agent_ids))
+                      .values(state="available", current_call_id=None, idle_since=clock()))
+            queue = s.get(Queue, queue_id)
+            for i in range(4):
+                schedule(s, number=f"+3725{repetition:02d}{i:05d}", queue=queue, due_at=clock(),
+                         now=clock())
+            s.commit()
+        before = len(fake.dialled)
+        barrier = threading.Barrier(workers)
+
+        def work(_):
+            with loaded_app.test_request_context("/"):
+                barrier.wait()
+                return dispatch_and_connect(get_session())
+
+        with ThreadPoolExecutor(workers) as pool:
+            offered = sum(pool.map(work, range(workers)))
+        dialled = [d["to"] for d in fake.dialled[before:]]
+        assert offered == 3 and len(dialled) == 3 and len(set(dialled)) == 3, (repetition, dialled)
+        with maker() as s:
+            states = Counter(s.scalars(select(Callback.state).where(
+                Callback.number.like(f"+3725{repetition:02d}%"))))
+            assert states == {"dialing": 3, "pending": 1}, (repetition, states)
+            assert sorted(s.scalars(select(Agent.state).where(Agent.id.in_(agent_ids)))) == ["offered"] * 3
+            # Clear this round: the reserved agents and the calls are released for the next one.
+            s.execute(update(Agent).where(Agent.id.in_(agent_ids)).values(current_call_id=None))
+            s.execute(QueueEntry.__table__.delete())
+            s.execute(update(Callback).values(state="done"))
+            s.commit()

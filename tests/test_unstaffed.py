@@ -32,8 +32,13 @@ def _choose(caller: Caller, language: str, topic: str):
 def test_with_nobody_logged_in_a_caller_is_told_at_once_and_not_queued(caller, loaded_app):
     _log_out(loaded_app)
     root = _choose(caller, "3", "1")
-    assert verbs(root) == ["Say", "Hangup"]
+    assert verbs(root) == ["Say", "Gather", "Redirect"]  # told, and offered a callback at once
     assert root[0].text.startswith("No adviser is available right now.")
+    assert root[1].get("action") == PUBLIC_BASE + "/twilio/callback/choice?reason=no_agent&attempt=1"
+    assert root[1][0].text.startswith("We can call you back.")
+    caller.post(root[2].text)
+    bye = parse(caller.post(root[2].text.replace("attempt=1", "attempt=2")))
+    assert verbs(bye) == ["Say", "Hangup"] and bye[0].text.startswith("Please call again later")
     caller.post("/twilio/status", CallStatus="completed")
     call = _call(loaded_app, caller.call_sid)
     assert (call.outcome, call.queue_entered_at, call.status) == ("no_agent", None, "ended")
@@ -53,17 +58,21 @@ def test_a_waiting_caller_moves_on_when_the_last_agent_logs_out(loaded_app, cloc
     entered = _call(loaded_app, caller.call_sid).queue_entered_at
     _log_out(loaded_app, "Kadri")
     clock.advance(20)
-    moved = parse(caller.post("/twilio/queue/wait"))
-    assert verbs(moved) == ["Redirect"] and moved[0].text == PUBLIC_BASE + "/twilio/queue/connect"
-    again = parse(caller.post("/twilio/queue/connect"))
+    left = parse(caller.post("/twilio/queue/wait"))
+    assert verbs(left) == ["Leave"]
+    again = parse(caller.post("/twilio/queue/after", QueueResult="leave"))
     assert again.find("Enqueue").text == "en.general"
     with loaded_app.extensions["db_sessionmaker"]() as s:
         entry = s.scalar(select(QueueEntry))
         assert entry.entered_at == entered  # keeps the place by time
     _log_out(loaded_app)  # now nobody at all
     clock.advance(20)
-    told = parse(caller.post("/twilio/queue/wait"))
-    assert verbs(told) == ["Say", "Hangup"]
+    assert verbs(parse(caller.post("/twilio/queue/wait"))) == ["Leave"]
+    told = parse(caller.post("/twilio/queue/after", QueueResult="leave"))
+    assert verbs(told) == ["Say", "Gather", "Redirect"]
+    assert told[0].text.startswith("No adviser is available right now.")
+    bye = parse(caller.post(told[2].text.replace("attempt=1", "attempt=2")))
+    assert verbs(bye) == ["Say", "Hangup"]
     call = _call(loaded_app, caller.call_sid)
     assert (call.outcome, call.queue_entered_at) == ("no_agent", entered)
     with loaded_app.extensions["db_sessionmaker"]() as s:
