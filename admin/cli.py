@@ -112,13 +112,15 @@ def calls_close_stale(hours: float | None, limit: int) -> None:
 @click.option("--once", is_flag=True, help="Run one round and exit (for cron or a test).")
 @with_appcontext
 def worker_command(interval: float, once: bool) -> None:
-    """Offer waiting calls to agents freed by a timer (wrap-up over), then redirect those callers.
+    """Offer waiting calls to agents freed by a timer (wrap-up over), then redirect those callers;
+    dial callbacks that became due (retry delay over, agreed time, the line opened); retry
+    callback dials lost by a process that died before asking the provider.
 
     Webhooks and the agent API dispatch on every event; this long-running job covers the
     moments without an event, so a free agent waits at most --interval seconds for a caller.
     Needs PUBLIC_BASE_URL (the URLs the provider is redirected to). Stop it with SIGTERM/Ctrl-C.
     """
-    from ivr.webhooks import dispatch_and_connect
+    from ivr.webhooks import dispatch_and_connect, recover_lost_dials
 
     if not current_app.config["PUBLIC_BASE_URL"]:
         raise click.ClickException("set PUBLIC_BASE_URL: the worker redirects calls to it")
@@ -126,6 +128,7 @@ def worker_command(interval: float, once: bool) -> None:
     try:
         while True:
             with current_app.test_request_context("/"):
+                recover_lost_dials(get_session())
                 offered = dispatch_and_connect(get_session())
             if offered:
                 log.info("offered %d waiting call(s)", offered)

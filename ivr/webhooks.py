@@ -844,6 +844,19 @@ def dispatch_and_connect(session) -> int:
     return _dispatch_and_commit(session, None)[1]
 
 
+def recover_lost_dials(session) -> int:
+    """Count callback dials lost by a dying process as failed attempts (freeing their agents),
+    commit, and return how many there were."""
+    config = _config_or_fail()
+    lost = callbacks.lost_dials(session, now())
+    for callback in lost:
+        callbacks.attempt_failed(session, callback, "lost", now(),
+                                 retry_seconds=config.callbacks.retry_seconds,
+                                 max_attempts=config.callbacks.attempts)
+    session.commit()
+    return len(lost)
+
+
 def connect_accepted(session, assignment: acd.Assignment) -> None:
     """An agent accepted a waiting call through the API: mark it, commit, redirect the caller."""
     offered = call_log.mark_offered(session, [assignment.call_id])

@@ -163,6 +163,19 @@ def start_attempt(session: Session, callback_id: int, now: datetime) -> Callback
     return callback
 
 
+def lost_dials(session: Session, now: datetime, *, older_than: float = 120) -> list[Callback]:
+    """Callbacks marked ``dialing`` ``older_than`` seconds ago or earlier whose outbound call
+    never got a CallSid: the process died between committing the attempt and asking the
+    provider. Returns them (locked); the caller passes each to :func:`attempt_failed`."""
+    stmt = (select(Callback).where(Callback.state == "dialing",
+                                   Callback.outbound_call_sid.is_(None),
+                                   Callback.last_attempt_at <= now - timedelta(seconds=older_than))
+            .order_by(Callback.id).limit(100))
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(session.scalars(stmt))
+
+
 def dialled(session: Session, callback: Callback, outbound_call_sid: str) -> None:
     """The provider accepted the outbound call: remember its CallSid."""
     if callback.outbound_call_sid is None:

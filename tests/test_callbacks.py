@@ -420,3 +420,64 @@ def test_scheduling_rejects_bad_input_naming_the_field(loaded_app, clock):
     with loaded_app.extensions["db_sessionmaker"]() as s:
         assert s.scalar(select(QueueEntry)) is None
         assert s.scalar(select(Call.queue_entered_at).where(Call.source == "callback")) is None
+
+
+def test_callers_still_waiting_at_closing_time_get_the_offer_once(loaded_app, clock):
+    client = loaded_app.test_client()
+    clock.now = datetime(2026, 12, 1, 16, 59, 50, tzinfo=TALLINN).astimezone(timezone.utc)
+    caller = Caller(client)
+    _queue(caller)
+    clock.advance(10)  # 17:00: closed
+    assert verbs(parse(caller.post("/twilio/queue/wait"))) == ["Leave"]
+    offer = parse(caller.post("/twilio/queue/after", QueueResult="leave"))
+    assert offer[0].text == "The information line is closing."
+    assert offer[2].text.endswith("reason=closing&attempt=1")
+    caller.post(offer[2].text)
+    back = parse(caller.post(offer[2].text.replace("attempt=1", "attempt=2")))
+    assert back.find("Enqueue").text == "en.family"  # Kadri is still logged in: may wait on
+    clock.advance(20)
+    assert verbs(parse(caller.post("/twilio/queue/wait"))) == ["Gather"]  # not offered again
+    with loaded_app.extensions["db_sessionmaker"]() as s:  # the last advisers leave
+        s.execute(Agent.__table__.update().values(state="offline"))
+        s.commit()
+    clock.advance(20)
+    assert verbs(parse(caller.post("/twilio/queue/wait"))) == ["Leave"]
+    told = parse(caller.post("/twilio/queue/after", QueueResult="leave"))
+    assert told[0].text.startswith("No adviser is available right now.")
+    done = parse(caller.post(told[1].get("action"), Digits="1"))
+    assert done[0].text.startswith("Thank you.")
+    call = _call(loaded_app, caller.call_sid)
+    opens = datetime(2026, 12, 2, 9, 0, tzinfo=TALLINN).astimezone(timezone.utc)
+    with loaded_app.extensions["db_sessionmaker"]() as s:
+        entry = s.scalar(select(QueueEntry))
+        assert (entry.not_before, entry.entered_at) == (opens, call.queue_entered_at)
+
+
+def test_a_dial_lost_by_a_dying_worker_is_retried(loaded_app, clock):
+    from routing.callbacks import start_attempt
+    client = loaded_app.test_client()
+    fake = loaded_app.extensions["telephony"]
+    a = Caller(client, "CA" + "a" * 32, from_number=A_NUMBER)
+    _queue(a)
+    _ask_for_callback(a)
+    # A worker reserved Kadri and marked the attempt, then died before the REST request.
+    from routing import dispatch as acd
+    with loaded_app.extensions["db_sessionmaker"]() as s:
+        s.execute(Agent.__table__.update().where(Agent.name == "Kadri")
+                  .values(state="available", idle_since=clock()))
+        assignment, = acd.dispatch(s, clock())
+        start_attempt(s, assignment.callback_id, clock())
+        s.commit()
+    assert fake.dialled == []
+    clock.advance(119)
+    _worker(loaded_app)
+    assert _callback(loaded_app).state == "dialing"
+    clock.advance(1)  # two minutes without the provider's CallSid: the dial was lost
+    _worker(loaded_app)
+    callback = _callback(loaded_app)
+    assert (callback.state, callback.attempts, callback.last_result) == ("pending", 1, "lost")
+    with loaded_app.extensions["db_sessionmaker"]() as s:
+        assert s.scalar(select(Agent.state).where(Agent.name == "Kadri")) == "available"
+    clock.advance(300)
+    _worker(loaded_app)
+    assert [d["to"] for d in fake.dialled] == [A_NUMBER]
