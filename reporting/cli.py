@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -13,6 +13,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from db import get_read_session
+from reporting.agents import AgentTime, agent_times
 from reporting.metrics import MetricsAccumulator
 from reporting.report import IN_IVR, Report, build_report
 
@@ -160,9 +161,12 @@ def _parse_date(ctx, param, value: str | None) -> date | None:
               help="Time zone of the report's days (default: TIMEZONE, e.g. Europe/Tallinn).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table",
               show_default=True)
+@click.option("--agents", is_flag=True,
+              help="Also print each agent's time per state, handled calls, AHT and occupancy "
+                   "(from the agents' state history).")
 @with_appcontext
 def report_command(start: date, end: date, threshold: int | None, tz_name: str | None,
-                   fmt: str) -> None:
+                   fmt: str, agents: bool) -> None:
     """Service level, answer and abandonment rates, ASA and talk time per local day and queue."""
     if start > end:
         raise click.UsageError(f"--from {start} is after --to {end}")
@@ -176,3 +180,40 @@ def report_command(start: date, end: date, threshold: int | None, tz_name: str |
         raise click.BadParameter(f"unknown time zone {tz_name!r}", param_hint="'--timezone'") from None
     report = build_report(get_read_session(), start, end, tz_name, threshold)
     click.echo(render_table(report) if fmt == "table" else render_csv(report), nl=False)
+    if agents:
+        zone = ZoneInfo(tz_name)
+        since = datetime.combine(start, time(0), tzinfo=zone)
+        until = datetime.combine(end + timedelta(days=1), time(0), tzinfo=zone)
+        times = agent_times(get_read_session(), since, until,
+                            wrap_up_seconds=current_app.config["WRAP_UP_SECONDS"])
+        click.echo(render_agents(times, fmt))
+
+
+AGENT_HEADERS = ("agent", "available (s)", "offered (s)", "busy (s)", "wrap-up (s)",
+                 "not ready (s)", "handled", "AHT (s)", "occupancy")
+
+
+def render_agents(times: list[AgentTime], fmt: str = "table") -> str:
+    """Agent time per state, handled, AHT = (busy + wrap-up) / handled, occupancy =
+    (offered + busy + wrap-up) / (available + offered + busy + wrap-up)."""
+    rows = [[t.agent] + [_seconds(t.seconds[s]) for s in ("available", "offered", "busy",
+                                                             "wrap_up", "not_ready")]
+            + [str(t.handled), _seconds(t.aht), _percent(t.occupancy)] for t in times]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["agent", "available_seconds", "offered_seconds", "busy_seconds",
+                         "wrap_up_seconds", "not_ready_seconds", "handled", "aht_seconds",
+                         "occupancy"])
+        for t in times:
+            writer.writerow([t.agent] + [f"{t.seconds[s]:.3f}" for s in (
+                "available", "offered", "busy", "wrap_up", "not_ready")]
+                + [t.handled, _seconds_csv(t.aht), _ratio_csv(t.occupancy)])
+        return out.getvalue()
+    lines = ["", "Agents: AHT = (busy + wrap-up) / handled; occupancy = (offered + busy + "
+             "wrap-up) / (available + offered + busy + wrap-up)"]
+    widths = [max(len(str(r[i])) for r in [AGENT_HEADERS] + rows) for i in range(len(AGENT_HEADERS))]
+    for row in [AGENT_HEADERS] + rows:
+        lines.append("  ".join(str(v).rjust(w) if i else str(v).ljust(w)
+                               for i, (v, w) in enumerate(zip(row, widths))))
+    return "\n".join(lines)

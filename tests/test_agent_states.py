@@ -200,3 +200,36 @@ def test_accept_says_why_a_call_cannot_be_taken(loaded_app):
     assert (unskilled.status_code, unskilled.get_json()["error"]) == (409, "not skilled")
     menu = client.post("/api/agents/Olga/accept", json={"call_sid": in_menu.call_sid}, headers=sup)
     assert (menu.status_code, menu.get_json()["error"]) == (409, "not waiting")
+
+
+def test_occupancy_and_handle_time_come_from_the_state_history(loaded_app, clock):
+    from reporting.agents import agent_times
+    client = loaded_app.test_client()
+    auth = {"Authorization": f"Bearer {_token(loaded_app, 'agent', 'Mari')}"}
+    start = clock()
+    client.put("/api/agents/Mari/state", json={"state": "available"}, headers=auth)
+    caller = Caller(client)
+    clock.advance(10)
+    _queue_caller(caller)  # offered at 10 s
+    clock.advance(3)
+    caller.post(f"/twilio/agent/answer?call={caller.call_sid}")  # busy at 13 s
+    clock.advance(100)
+    caller.post("/twilio/dial/after", DialCallStatus="completed", DialCallDuration="100")
+    clock.advance(20)  # wrap-up 113–133 s
+    client.put("/api/agents/Mari/state", json={"state": "not_ready", "reason": "break"}, headers=auth)
+    with loaded_app.extensions["db_sessionmaker"]() as s:
+        mari, = [t for t in agent_times(s, start, start + timedelta(seconds=200)) if t.agent == "Mari"]
+        capped, = [t for t in agent_times(s, start, start + timedelta(seconds=200), wrap_up_seconds=15)
+                   if t.agent == "Mari"]
+        later, = [t for t in agent_times(s, start + timedelta(seconds=50), start + timedelta(seconds=200))
+                  if t.agent == "Mari"]
+    assert dict(mari.seconds) == {"available": 10, "offered": 3, "busy": 100, "wrap_up": 20,
+                                  "not_ready": 67}
+    assert (mari.handled, mari.aht, round(mari.occupancy, 4)) == (1, 120, round(123 / 133, 4))
+    assert (capped.seconds["wrap_up"], capped.seconds["available"]) == (15, 15)
+    assert (later.seconds["busy"], later.handled) == (63, 0)  # the conversation began before
+    result = loaded_app.test_cli_runner().invoke(args=[
+        "report", "--from", "2026-12-01", "--to", "2026-12-01", "--agents"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("Mari "))
+    assert row.split()[-3:] == ["1", "120.0", "92.5%"]
