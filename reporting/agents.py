@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from routing.models import Agent, AgentStateChange
 
 ON_CALL = ("offered", "busy", "wrap_up")
+_offer = AgentStateChange.__table__.alias("offer")
 
 
 @dataclass
@@ -92,3 +93,32 @@ def agent_times(session: Session, start: datetime, end: datetime, *,
                 times.handled += 1
         result.append(times)
     return result
+
+
+def offer_delays(session: Session, start: datetime, end: datetime) -> list[float]:
+    """Seconds an agent stayed free while a call could have been offered, once per offer in
+    [start, end): ``offered − max(agent free since, the call's queue entry)``.
+
+    "Free since" is the agent's previous state change, which is ``available`` (set by the
+    agent, or recorded at the moment a wrap-up timer ran out). Dispatch offers the
+    longest-waiting call, so when a caller was waiting as the agent became free this is the
+    agent's idle time before the offer; when none was, it is the time from the next caller's
+    queue entry to the offer. A work-conserving ACD keeps every value near 0.
+    """
+    from ivr.models import Call
+
+    previous = (select(AgentStateChange.at)
+                .where(AgentStateChange.agent_id == _offer.c.agent_id,
+                       AgentStateChange.id < _offer.c.id)
+                .order_by(AgentStateChange.id.desc()).limit(1).scalar_subquery())
+    rows = session.execute(
+        select(_offer.c.at, previous, Call.queue_entered_at)
+        .join(Call, Call.id == _offer.c.call_id)
+        .where(_offer.c.state == "offered", _offer.c.at >= start, _offer.c.at < end))
+    delays = []
+    for offered, free_since, entered in rows:
+        if free_since is None or entered is None:
+            continue
+        delays.append(max(0.0, (offered - max(free_since, entered)).total_seconds()))
+    return delays
+

@@ -93,6 +93,12 @@ def test_wrap_up_ends_on_its_timer_and_the_agent_takes_the_next_caller(loaded_ap
             select(AgentStateChange).where(AgentStateChange.agent_id == mari.id)
             .order_by(AgentStateChange.id))]
     assert states[-2:] == [("available", wrap_up_ended), ("offered", clock())]
+    from reporting.agents import offer_delays
+    with loaded_app.extensions["db_sessionmaker"]() as s:
+        delays = offer_delays(s, clock() - timedelta(hours=1), clock() + timedelta(seconds=1))
+    # The first call was offered as it queued (0 s); the second 1 s after the wrap-up ran out,
+    # at the hold-loop request that came then.
+    assert delays == [0.0, 1.0]
 
 
 def test_an_agent_can_end_wrap_up_early(loaded_app, clock):
