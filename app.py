@@ -53,6 +53,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from survey.webhooks import bp as sms_bp
     for blueprint in (voice_bp, recording_bp, sms_bp, audio_bp, api_bp, callbacks_api_bp):
         app.register_blueprint(blueprint)
+    from ivr.transfers import bp as transfers_bp  # transfers to units, escalation
+    app.register_blueprint(transfers_bp)
 
     from admin.cli import register_cli
     register_cli(app)

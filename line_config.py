@@ -277,13 +277,32 @@ class CallbackConfig(_Strict):
         return value
 
 
+class EscalationConfig(_Strict):
+    """Complaint escalation (``POST /api/agents/<agent>/escalate``): to a ``unit`` (by code, e.g.
+    the head of the call-centre unit), handed over at once (``blind``) or after the agent briefs
+    the unit while the caller holds (``warm``); or to a ``queue`` (by name, e.g. the head's queue)."""
+
+    unit: str | None = None
+    queue: str | None = None
+    mode: Literal["blind", "warm"] = "blind"
+
+    @model_validator(mode="after")
+    def _one_route(self):
+        if (self.unit is None) == (self.queue is None):
+            raise ValueError("escalation needs exactly one of 'unit' or 'queue'")
+        if self.queue is not None and self.mode == "warm":
+            raise ValueError("a warm escalation consults a unit: give 'unit', not 'queue'")
+        return self
+
+
 REQUIRED_PROMPTS = (
     "welcome", "language_menu", "topic_menu", "no_input", "invalid_input", "to_person",
-    "out_of_hours", "no_agent", "queue_wait", "queue_position", "transfer", "transfer_failed",
+    "out_of_hours", "no_agent", "queue_wait", "queue_position", "transfer",
     "agent_whisper", "technical_error", "queue_options", "queue_estimated_wait", "callback_offer",
     "callback_offer_no_number", "callback_enter_number", "callback_number_invalid",
     "callback_confirmed", "callback_declined", "callback_intro", "callback_agent_missed",
     "closing_callback_offer", "max_wait_reached",
+    "transfer_unanswered", "transfer_hold",  # transfers (ivr/transfers.py)
 )
 
 
@@ -314,6 +333,8 @@ class LineConfig(_Strict):
                                            "fields left out come from queue_policy")
     callbacks: CallbackConfig = CallbackConfig()
     units: list[UnitConfig] = []
+    escalation: EscalationConfig | None = Field(
+        None, description="complaint escalation route (transfers); none: agents cannot escalate")
     referrals: list[ReferralConfig] = []
     agents: list[AgentConfig] = []
     prompts: dict[str, dict[str, PromptText]]
@@ -371,6 +392,11 @@ class LineConfig(_Strict):
             if key in (self.person_key, self.repeat_key):
                 raise ValueError(f"topic_menu.{key}: key is reserved")
         skills = set(self.queue_names())
+        if self.escalation is not None:  # transfers (ivr/transfers.py)
+            if self.escalation.unit is not None and self.escalation.unit not in units:
+                raise ValueError(f"escalation.unit: unknown unit {self.escalation.unit!r}")
+            if self.escalation.queue is not None and self.escalation.queue not in skills:
+                raise ValueError(f"escalation.queue: unknown queue {self.escalation.queue!r}")
         for name, policy in [("queue_policy", self.queue_policy)] + [
                 (f"queues.{q}", p) for q, p in self.queues.items()]:
             if name.startswith("queues.") and name[7:] not in skills:

@@ -177,3 +177,83 @@ def list_queues():
     queues = session.scalars(select(Queue).order_by(Queue.name))
     return jsonify(queues=[{"id": q.id, "name": q.name, "language": q.language, "topic": q.topic,
                             "in_queue": counts.get(q.id, 0)} for q in queues])
+
+
+from ivr import transfers  # noqa: E402
+
+
+def _transfer_answer(action, session, *args, **kwargs):
+    """Run a transfer action; its refusal becomes a JSON error with the refusal's status."""
+    try:
+        call = action(session, *args, **kwargs)
+    except transfers.TransferRefused as exc:
+        session.rollback()
+        return jsonify(error=exc.error, detail=exc.detail), exc.status
+    return jsonify(transfers.describe(session, call))
+
+
+def _optional_json() -> dict:
+    """The request's JSON object, or an empty one when there is no body; 400 for anything else."""
+    if not request.get_data():
+        return {}
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        body = None
+    if not isinstance(body, dict):
+        abort(400, "send a JSON object, or no body")
+    return body
+
+
+@bp.post("/agents/<key>/transfer")
+@require_roles("admin", "supervisor", "agent")
+def transfer_call(key: str):
+    """Transfer the agent's current call: body ``{"unit": "<code>", "mode": "blind" | "warm"}``
+    (mode defaults to blind).
+
+    Blind: the caller is put through to the unit at once and the agent goes to wrap-up. Warm:
+    the caller holds while the agent (whose phone rings again) consults the unit; then
+    ``…/transfer/complete`` or ``…/transfer/cancel``. 200 with ``{"call_sid", "transfer"}``;
+    404 unknown agent, 409 ``agent not on a call`` / ``call not connected``, 422 ``unknown
+    unit`` / ``unknown mode``, 502 ``provider request failed``. An agent token acts only for
+    its own agent.
+    """
+    session = get_session()
+    body = _json_object("unit", '{"unit": "rehabilitation", "mode": "blind"}')
+    agent = _agent_in_scope(session, key)
+    return _transfer_answer(transfers.transfer, session, agent, body["unit"],
+                            body.get("mode", "blind"))
+
+
+@bp.post("/agents/<key>/escalate")
+@require_roles("admin", "supervisor", "agent")
+def escalate_call(key: str):
+    """Escalate the agent's current call (a complaint) along the configured ``escalation``
+    route; optional body ``{"mode": "blind" | "warm"}`` overrides the route's mode. The call is
+    logged as escalated. Errors as for ``…/transfer``; 409 ``no escalation route`` or
+    ``escalation queue unstaffed``."""
+    session = get_session()
+    body = _optional_json()
+    agent = _agent_in_scope(session, key)
+    config = current_line_config(session)
+    if config is None:
+        return jsonify(error="no escalation route", detail="no configuration loaded"), 409
+    return _transfer_answer(transfers.escalate, session, agent, config, body.get("mode"))
+
+
+@bp.post("/agents/<key>/transfer/complete")
+@require_roles("admin", "supervisor", "agent")
+def complete_transfer(key: str):
+    """Warm transfer: hand the caller to the unit (which must have answered); the agent leaves
+    and goes to wrap-up. 409 ``no warm transfer in progress`` / ``unit has not answered``."""
+    session = get_session()
+    return _transfer_answer(transfers.complete, session, _agent_in_scope(session, key))
+
+
+@bp.post("/agents/<key>/transfer/cancel")
+@require_roles("admin", "supervisor", "agent")
+def cancel_transfer(key: str):
+    """Warm transfer: back to the caller; the unit's leg is ended. 409 ``no warm transfer in
+    progress``."""
+    session = get_session()
+    return _transfer_answer(transfers.cancel, session, _agent_in_scope(session, key))

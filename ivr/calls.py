@@ -94,12 +94,15 @@ def mark_offered(session: Session, call_ids: list[int]) -> list[Call]:
 
 
 def agent_answered(session: Session, call: Call, now: datetime) -> None:
-    """The offered agent picked up: the wait ends now. Repeated notices change nothing."""
+    """The offered agent picked up: the wait ends now (or ended at an earlier answer of the
+    same call). Repeated notices change nothing."""
     if call.status != "connecting":
         return
     agent_id = acd.offer_answered(session, call.id, now)
     call.agent_id = agent_id
-    call.answered_at = now
+    # A caller back in the queue after a conversation (a unit did not answer a transfer) keeps
+    # the first answer: their wait ended then.
+    call.answered_at = call.answered_at or now
     call.status = "connected"
 
 
@@ -128,7 +131,8 @@ def agent_leg_ended(session: Session, call: Call, dial_status: str, duration: in
             call.answered_at = max(derived, call.queue_entered_at or derived)
         call.status = "connected"
         call.outcome = "answered"
-        call.talk_seconds = duration if duration is not None else call.talk_seconds
+        if duration is not None:  # added to an earlier conversation of the same call, if any
+            call.talk_seconds = (call.talk_seconds or 0) + duration
         if call.agent_id is not None:
             acd.call_finished(session, call.agent_id, call.id, now, wrap_up_seconds=wrap_up_seconds)
         return "done"

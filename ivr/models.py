@@ -62,6 +62,21 @@ class Call(Base):
     last_event_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     closed_by_sweep: Mapped[bool] = mapped_column(default=False)
     source: Mapped[str] = mapped_column(String(16), default="live")
+    # A transfer to a structural unit (``unit_id``): ``transfer_kind`` ivr (menu option or queue
+    # overflow), blind / warm (by the agent who answered), queue (escalation to a queue);
+    # ``transfer_state`` where it stands (TRANSFER_STATES in ivr/transfers.py);
+    # ``transfer_result`` the unit's answer (completed, busy, no-answer, failed, canceled, …);
+    # ``transferred_at`` when the caller was handed over (the agent's talk time ends there);
+    # ``escalated`` a complaint escalation. A warm transfer keeps the caller's conference room
+    # and the call legs of the agent and the unit.
+    transfer_kind: Mapped[str | None] = mapped_column(String(16))
+    transfer_state: Mapped[str | None] = mapped_column(String(16))
+    transfer_result: Mapped[str | None] = mapped_column(String(16))
+    transferred_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    escalated: Mapped[bool] = mapped_column(default=False, server_default=false())
+    conference: Mapped[str | None] = mapped_column(String(64))
+    agent_leg_sid: Mapped[str | None] = mapped_column(String(64))
+    unit_leg_sid: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_calls_arrived_at", "arrived_at"),

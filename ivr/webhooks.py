@@ -193,8 +193,9 @@ def incoming():
     """Incoming call: greeting with the recording notice, then the language menu."""
     config = _config_or_fail()
     form = request.form
+    call_sid = _call_sid()  # 400 before a database connection is taken
     with single_statement(current_app.extensions["db_engine"]) as conn:
-        call_log.record_arrival(conn, _call_sid(), now(),
+        call_log.record_arrival(conn, call_sid, now(),
                                 from_number=form.get("From", ""), to_number=form.get("To", ""))
     body = _cached_twiml("incoming", lambda: _language_menu(config, 1, lead=("welcome",)))
     return Response(body, content_type="text/xml; charset=utf-8")
@@ -794,23 +795,11 @@ def dial_after():
 
 @bp.post("/transfer/after")
 def transfer_after():
-    """Unit transfer ended: done if the unit answered, otherwise to a person in the general queue."""
-    session = get_session()
-    config = _config_or_fail()
-    call = _current_call(session)
-    status = request.form.get("DialCallStatus", "failed")
-    if call.status != "transferring":
-        return _stray(session, call)
-    if status == "completed":
-        call.outcome = "transferred"
-        session.commit()
-        response = VoiceResponse()
-        response.hangup()
-        return twiml_response(response)
-    call.status = "ivr"
-    if not _line_open(config):
-        return _closed(session, config, call)
-    return _to_person(session, config, call, lead=("transfer_failed",))
+    """Unit ``<Dial>`` ended (menu option, queue overflow, an agent's blind transfer): the
+    unit answered → hang up; busy, no answer, failed → the caller is offered a person or a
+    callback at once. See :func:`ivr.transfers.unit_dial_ended`."""
+    from ivr.transfers import unit_dial_ended
+    return unit_dial_ended()
 
 
 @bp.post("/status")

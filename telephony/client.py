@@ -33,6 +33,16 @@ class TelephonyClient(Protocol):
     def hangup_call(self, call_sid: str) -> None:
         """End the live call ``call_sid``. Raises TelephonyError."""
 
+    def add_conference_participant(self, conference: str, *, from_: str, to: str, label: str,
+                                   status_callback: str, timeout: int,
+                                   start_conference_on_enter: bool = True,
+                                   end_conference_on_exit: bool = False,
+                                   early_media: bool = False) -> str:
+        """Dial ``to`` (E.164, ``sip:…`` or ``client:…``) from ``from_`` into the conference
+        named ``conference`` (created if it does not exist yet); ``label`` names the participant.
+        The new leg's ``answered`` and ``completed`` events are posted to ``status_callback``;
+        it rings at most ``timeout`` seconds. Returns the new leg's CallSid. Raises TelephonyError."""
+
     def create_call(self, *, to: str, from_: str, url: str, status_callback: str,
                     timeout: int) -> str:
         """Dial ``to`` (E.164) from ``from_``; when answered the call runs the TwiML at ``url``
@@ -74,6 +84,22 @@ class TwilioRestClient:
         except (TwilioException, OSError) as exc:
             raise TelephonyError(f"hang-up of {call_sid} failed: {exc}") from exc
 
+    def add_conference_participant(self, conference: str, *, from_: str, to: str, label: str,
+                                   status_callback: str, timeout: int,
+                                   start_conference_on_enter: bool = True,
+                                   end_conference_on_exit: bool = False,
+                                   early_media: bool = False) -> str:
+        try:
+            participant = self._client.conferences(conference).participants.create(
+                from_=from_, to=to, label=label, timeout=timeout, beep="false",
+                start_conference_on_enter=start_conference_on_enter,
+                end_conference_on_exit=end_conference_on_exit, early_media=early_media,
+                status_callback=status_callback, status_callback_method="POST",
+                status_callback_event=["answered", "completed"])
+        except (TwilioException, OSError) as exc:
+            raise TelephonyError(f"adding {label} to conference {conference} failed: {exc}") from exc
+        return participant.call_sid
+
     def create_call(self, *, to: str, from_: str, url: str, status_callback: str,
                     timeout: int) -> str:
         try:
@@ -92,6 +118,7 @@ class FakeTelephonyClient:
 
     sent: list[tuple[str, str, str | None]] = field(default_factory=list)
     listener: Callable[[str, str, str | None], None] | None = None
+    participants: list[dict] = field(default_factory=list)  # transfers: conference participants
     dialled: list[dict] = field(default_factory=list)
     fail_calls: bool = False
 
@@ -100,6 +127,22 @@ class FakeTelephonyClient:
 
     def hangup_call(self, call_sid: str) -> None:
         self._record("hangup", call_sid, None)
+
+    def add_conference_participant(self, conference: str, *, from_: str, to: str, label: str,
+                                   status_callback: str, timeout: int,
+                                   start_conference_on_enter: bool = True,
+                                   end_conference_on_exit: bool = False,
+                                   early_media: bool = False) -> str:
+        """Record the participant in ``participants`` and return a made-up CallSid for its leg."""
+        call_sid = "CA" + secrets.token_hex(16)
+        self.participants.append({
+            "conference": conference, "from": from_, "to": to, "label": label,
+            "status_callback": status_callback, "timeout": timeout,
+            "start_conference_on_enter": start_conference_on_enter,
+            "end_conference_on_exit": end_conference_on_exit, "early_media": early_media,
+            "call_sid": call_sid})
+        self._record("participant", call_sid, conference)
+        return call_sid
 
     def create_call(self, *, to: str, from_: str, url: str, status_callback: str,
                     timeout: int) -> str:
