@@ -137,7 +137,7 @@ def format_report(result: Result, expected: DayFigures, simulated: DayFigures, *
     return "\n".join(lines)
 
 
-@click.command("simulate")
+@click.group("simulate", invoke_without_command=True)
 @click.option("--data", "data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=DEFAULT_DATA, show_default="the shipped October 1999 excerpt",
               help="Anonymous Bank call records (raw TSV, gzip or not).")
@@ -169,7 +169,11 @@ def simulate_command(data: Path, day: datetime | None, limit: int | None, seed: 
     agent legs, recordings, status callbacks) and drives the day's agents through the JSON
     API. Writes the calls into the configured database; loads the day's agents into the line
     configuration. Prints the run's figures next to the same figures computed from the file.
+
+    ``flask simulate mmn …`` runs a synthetic M/M/N+M workload instead (see its --help).
     """
+    if click.get_current_context().invoked_subcommand is not None:
+        return
     options = Options(seed=seed, wrap_up=wrap_up, answer_delay=answer_delay, max_wait=max_wait,
                       break_gap=break_gap, config_path=config_path)
     try:
@@ -180,3 +184,60 @@ def simulate_command(data: Path, day: datetime | None, limit: int | None, seed: 
     click.echo(format_report(result, expected, simulated, data=data, limit=limit, options=options))
     if result.errors:
         raise SystemExit(1)
+
+
+@simulate_command.command("mmn")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="Arrival rate λ in calls per second (Poisson), e.g. 0.1 for one per 10 s.")
+@click.option("--agents", type=click.IntRange(min=1, max=500), required=True,
+              help="Agents N, each with only the queue's skill.")
+@click.option("--talk", "mean_talk", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="Mean talk time 1/μ in seconds (exponential).")
+@click.option("--patience", "mean_patience", type=click.FloatRange(min=0, min_open=True),
+              required=True, help="Mean patience 1/θ in seconds (exponential); inf: nobody "
+              "abandons (compared with Erlang C).")
+@click.option("--calls", type=click.IntRange(min=20, max=1_000_000), default=2000,
+              show_default=True, help="Calls placed, warm-up included.")
+@click.option("--warmup", type=click.IntRange(min=0), default=None,
+              help="First calls not measured (default: 10 % of --calls).")
+@click.option("--batches", type=click.IntRange(min=2, max=1000), default=20, show_default=True,
+              help="Batches for the batch-means confidence interval.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the random draws.")
+@click.option("--threshold", type=click.FloatRange(min=0), default=None,
+              help="Service-level threshold in seconds (default: SERVICE_LEVEL_SECONDS).")
+@click.option("--queue", default="et.pension", show_default=True,
+              help="The queue callers choose in the IVR (its first menu keys that lead there).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=SAMPLE_CONFIG, show_default="config/line.sample.yaml",
+              help="Line configuration whose agents are replaced by the simulated agents.")
+@with_appcontext
+def mmn_command(rate: float, agents: int, mean_talk: float, mean_patience: float, calls: int,
+                warmup: int | None, batches: int, seed: int, threshold: float | None, queue: str,
+                config_path: Path) -> None:
+    """Poisson callers, exponential talk and patience (M/M/N+M) through the real webhooks.
+
+    Measures offered, service level, abandonment rate and ASA with the product's own metrics
+    from the call log it wrote, and prints them next to Erlang A (Erlang C with --patience inf)
+    with 95 % batch-means confidence intervals. Exit status 1: the simulation had errors; 3: the
+    service answered a caller differently from an ideal FCFS queue fed the same draws.
+    """
+    from simulator.mmn import Workload, format_mmn_report, run_mmn
+
+    settings = {s.name: current_app.config[s.name] for s in SETTINGS if s.name in current_app.config}
+    if threshold is None:
+        threshold = settings.get("SERVICE_LEVEL_SECONDS", 20)
+    try:
+        workload = Workload(rate=rate, agents=agents, mean_talk=mean_talk,
+                            mean_patience=mean_patience, calls=calls, seed=seed, warmup=warmup,
+                            batches=batches, threshold=threshold, queue=queue)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
+        run = run_mmn(workload, settings, options=Options(seed=seed, config_path=config_path))
+    except SimulationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(format_mmn_report(run))
+    if run.result.errors:
+        raise SystemExit(1)
+    if run.mismatches:
+        raise SystemExit(3)

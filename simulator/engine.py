@@ -107,6 +107,7 @@ class Options:
     press_after: float = 2.0
     max_wait: float = 3600.0
     break_gap: float = 600.0
+    whisper_in_talk: bool = False  # the talk time includes the agent's whisper (see agent_answers)
     public_base: str = DEFAULT_PUBLIC_BASE
     config_path: Path = SAMPLE_CONFIG
 
@@ -283,17 +284,22 @@ class Simulation:
         self.queues: dict[str, ProviderQueue] = {}
         self.agents: list[SimAgent] = []
         self.agents_by_endpoint: dict[tuple[str, str], SimAgent] = {}
-        start = min([c.record.vru_entry for c in self.calls]
-                    or [datetime.combine(day, datetime.min.time())])
-        self.origin = local_to_utc(start).replace(microsecond=0) - timedelta(minutes=5)
-        if self.shifts:
-            self.origin = min(self.origin, min(s.start for s in self.shifts) - timedelta(minutes=1))
+        self.origin = self._origin()
         self.clock = VirtualClock(self.origin)
         self.result = Result(day=day, rows=len(records), calls=self.calls, agents=self.agents)
         self.app = None
         self.client = None
 
     # ----------------------------------------------------------------- setup
+
+    def _origin(self) -> datetime:
+        """Virtual second 0 (aware UTC): 5 min before the first arrival, 1 min before the first shift."""
+        start = min([c.record.vru_entry for c in self.calls]
+                    or [datetime.combine(self.day, datetime.min.time())])
+        origin = local_to_utc(start).replace(microsecond=0) - timedelta(minutes=5)
+        if self.shifts:
+            origin = min(origin, min(s.start for s in self.shifts) - timedelta(minutes=1))
+        return origin
 
     def _make_calls(self) -> list[SimCall]:
         rng = random.Random(self.options.seed)
@@ -332,6 +338,10 @@ class Simulation:
         })
         return overrides
 
+    def _agent_skills(self, config) -> list[str]:
+        """The skills every simulated agent gets: all queues of the line (a pooled centre)."""
+        return config.queue_names()
+
     def _load_agents(self) -> None:
         """Put the day's agents into the line configuration and issue each an agent token."""
         from admin.auth import issue_token
@@ -346,7 +356,7 @@ class Simulation:
             base = parse_line_config(document)
         except LineConfigError as exc:
             raise SimulationError(f"{path}: {exc}") from exc
-        skills = base.queue_names()
+        skills = self._agent_skills(base)
         taken: set[str] = set()
         names = sorted({s.name for s in self.shifts})
         identities = {name: client_identity(name, taken) for name in names}
@@ -354,6 +364,9 @@ class Simulation:
         # Callers in the records waited while nobody was logged in (before the first shift):
         # replay that instead of turning them away.
         document["unstaffed"] = "wait"
+        # The records' callers waited as long as they chose: no queue limits in a replay.
+        document["queue_policy"] = {"max_wait_seconds": None, "max_length": None}
+        document["queues"] = {}
         document["agents"] = [{"name": name, "endpoint": f"client:{identities[name]}",
                                "skills": list(skills)} for name in names]
         try:
@@ -399,6 +412,17 @@ class Simulation:
 
     # ----------------------------------------------------------------- event loop
 
+    def _schedule(self) -> float:
+        """Schedule every arrival and shift; return the virtual second of the last arrival."""
+        for call in self.calls:
+            call.arrival = (local_to_utc(call.record.vru_entry) - self.origin).total_seconds()
+            self.at(call.arrival, self.call_arrives, call)
+        for agent in self.agents:
+            for shift in agent.shifts:
+                self.at((shift.start - self.origin).total_seconds(), self.shift_starts, agent)
+                self.at((shift.end - self.origin).total_seconds(), self.shift_ends, agent)
+        return max([c.arrival for c in self.calls] + [0.0])
+
     def at(self, when: float, action: Callable, *args) -> None:
         """Schedule ``action(*args)`` at virtual second ``when`` (never in the past)."""
         self._seq += 1
@@ -419,14 +443,7 @@ class Simulation:
         self.client = self.app.test_client()
         try:
             self._load_agents()
-            for call in self.calls:
-                call.arrival = (local_to_utc(call.record.vru_entry) - self.origin).total_seconds()
-                self.at(call.arrival, self.call_arrives, call)
-            for agent in self.agents:
-                for shift in agent.shifts:
-                    self.at((shift.start - self.origin).total_seconds(), self.shift_starts, agent)
-                    self.at((shift.end - self.origin).total_seconds(), self.shift_ends, agent)
-            limit = max([c.arrival for c in self.calls] + [0.0]) + 2 * 86400
+            limit = self._schedule() + 2 * 86400
             while self._heap:
                 when, _, action, args = heapq.heappop(self._heap)
                 if when > limit:
@@ -692,6 +709,12 @@ class Simulation:
             if tag in ("Say", "Play", "Pause"):
                 self.wait_then(call, self.duration(verb), self.wait_step)
                 return
+            if tag == "Gather":
+                # Callers on hold press no key: the Gather's prompts play, its timeout runs out
+                # and the document goes on with its next verb (the provider's no-input rule).
+                seconds = sum(self.duration(child) for child in verb) + float(verb.get("timeout", "5"))
+                self.wait_then(call, seconds, self.wait_step)
+                return
             if tag == "Redirect":
                 url = self._resolve(call, verb.text)
                 self.after_enqueue(call, "redirected", follow=False)
@@ -820,8 +843,11 @@ class Simulation:
                     self._error(f"{call.sid}: verb <{verb.tag}> in the whisper is not simulated")
                     self.fail(call)
                     return
-        leg.talk_end = self.now + whisper + call.talk
-        self.wait_then(call, whisper + call.talk, self.dial_ends, "completed")
+        # The agent leg lasts the whisper plus the talk time, or (whisper_in_talk) exactly the talk
+        # time, the whisper being its first seconds: an exact exponential holding time.
+        leg_seconds = call.talk if self.options.whisper_in_talk else whisper + call.talk
+        leg.talk_end = self.now + leg_seconds
+        self.wait_then(call, leg_seconds, self.dial_ends, "completed")
 
     def dial_ends(self, call: SimCall, status: str) -> None:
         """The agent leg is over: talk finished, or nobody answered within the timeout."""
