@@ -117,10 +117,12 @@ def worker_command(interval: float, once: bool) -> None:
     callback dials lost by a process that died before asking the provider.
 
     Webhooks and the agent API dispatch on every event; this long-running job covers the
-    moments without an event, so a free agent waits at most --interval seconds for a caller.
+    moments without an event: it wakes when the next wrap-up timer or callback delay runs out
+    (and at least every --interval seconds), so a free agent does not wait for a caller.
     Needs PUBLIC_BASE_URL (the URLs the provider is redirected to). Stop it with SIGTERM/Ctrl-C.
     """
     from ivr.webhooks import dispatch_and_connect, recover_lost_dials
+    from routing.dispatch import next_timer
 
     if not current_app.config["PUBLIC_BASE_URL"]:
         raise click.ClickException("set PUBLIC_BASE_URL: the worker redirects calls to it")
@@ -130,12 +132,16 @@ def worker_command(interval: float, once: bool) -> None:
             with current_app.test_request_context("/"):
                 recover_lost_dials(get_session())
                 offered = dispatch_and_connect(get_session())
+                due = next_timer(get_session(), _now())
+                get_session().rollback()
             if offered:
                 log.info("offered %d waiting call(s)", offered)
             if once:
                 click.echo(f"offered {offered} waiting call(s)")
                 return
-            time.sleep(interval)
+            # Wake when the next wrap-up or callback delay runs out, at most --interval later.
+            pause = interval if due is None else (due - _now()).total_seconds()
+            time.sleep(min(interval, max(0.01, pause)))
     except KeyboardInterrupt:
         click.echo("worker stopped")
 

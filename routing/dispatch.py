@@ -329,3 +329,15 @@ def callers_waiting(session: Session, queue_id: int) -> int:
     return int(session.scalar(select(func.count()).select_from(QueueEntry)
                               .where(QueueEntry.queue_id == queue_id,
                                      QueueEntry.callback_id.is_(None))) or 0)
+
+
+def next_timer(session: Session, now: datetime) -> datetime | None:
+    """The next moment after ``now`` at which dispatch could offer something no event will
+    announce: an agent's wrap-up timer running out, or a callback's ``not_before``. None if
+    there is none."""
+    wrap_up = session.scalar(select(func.min(Agent.wrap_up_until))
+                             .where(Agent.state == "wrap_up", Agent.wrap_up_until > now))
+    callback = session.scalar(select(func.min(QueueEntry.not_before))
+                              .where(QueueEntry.state == "waiting", QueueEntry.not_before > now))
+    due = [t for t in (wrap_up, callback) if t is not None]
+    return min(due) if due else None

@@ -67,6 +67,17 @@ def _local(moment: datetime | None) -> str:
     return "-" if moment is None else moment.astimezone(CENTRE_TZ).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _delays(delays: list[float]) -> str:
+    """'p50 0.0 s, p99 0.0 s, max 0.0 s over 1234 offers' (virtual seconds a free agent waited)."""
+    if not delays:
+        return "no offers"
+    ordered = sorted(delays)
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return (f"p50 {pick(0.5):.1f} s, p99 {pick(0.99):.1f} s, max {ordered[-1]:.1f} s over "
+            f"{len(ordered)} offers (virtual time)")
+
+
 def format_report(result: Result, expected: DayFigures, simulated: DayFigures, *, data: Path,
                   limit: int | None, options: Options) -> str:
     """The plain-text summary printed by ``flask simulate``."""
@@ -90,6 +101,7 @@ def format_report(result: Result, expected: DayFigures, simulated: DayFigures, *
         f"  virtual span         {_local(result.first_event)} to {_local(result.last_event)} "
         f"Europe/Tallinn ({hours} h {rest // 60} min; {result.events} events)",
         f"  wall clock           {result.wall_seconds:.1f} s",
+        f"  free agent → offer   {_delays(result.offer_delays)}",
         "",
         f"  {'':28}{'input file':>12}{'simulated':>12}",
     ]
@@ -105,7 +117,9 @@ def format_report(result: Result, expected: DayFigures, simulated: DayFigures, *
     ]
     lines += [f"  {name:28}{str(a):>12}{str(b):>12}" for name, a, b in rows]
     wrap = (f"wrap-up {options.wrap_up:g} s" + (" (the data's ser_time is talk only)"
-                                                 if options.wrap_up == 0 else ""))
+                                                 if options.wrap_up == 0 else "")
+            + (" ended by the service's timer and `flask worker`" if options.server_wrap_up
+               else ""))
     lines += [
         "",
         "Notes:",
@@ -148,6 +162,10 @@ def format_report(result: Result, expected: DayFigures, simulated: DayFigures, *
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the random draws.")
 @click.option("--wrap-up", "wrap_up", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Agent wrap-up seconds after each call (the data's ser_time is talk only).")
+@click.option("--server-wrap-up", "server_wrap_up", is_flag=True,
+              help="Wrap-up ends on the service's own timer (WRAP_UP_SECONDS = --wrap-up) and "
+                   "`flask worker` offers the next caller, instead of agents saying they are "
+                   "available.")
 @click.option("--answer-delay", "answer_delay", type=click.FloatRange(min=0), default=2.0,
               show_default=True, help="Seconds an agent's phone rings before they answer.")
 @click.option("--max-wait", "max_wait", type=click.FloatRange(min=0), default=3600.0,
@@ -161,8 +179,8 @@ def format_report(result: Result, expected: DayFigures, simulated: DayFigures, *
               help="Line configuration whose agents are replaced by the day's agents.")
 @with_appcontext
 def simulate_command(data: Path, day: datetime | None, limit: int | None, seed: int,
-                     wrap_up: float, answer_delay: float, max_wait: float, break_gap: float,
-                     config_path: Path) -> None:
+                     wrap_up: float, server_wrap_up: bool, answer_delay: float,
+                     max_wait: float, break_gap: float, config_path: Path) -> None:
     """Replay a day of real call records through the webhooks on a virtual clock.
 
     Places one call per record (the provider's side: signed requests, TwiML walking, queues,
@@ -174,8 +192,10 @@ def simulate_command(data: Path, day: datetime | None, limit: int | None, seed: 
     """
     if click.get_current_context().invoked_subcommand is not None:
         return
+    if server_wrap_up and wrap_up <= 0:
+        raise click.UsageError("--server-wrap-up needs a --wrap-up of more than 0 s")
     options = Options(seed=seed, wrap_up=wrap_up, answer_delay=answer_delay, max_wait=max_wait,
-                      break_gap=break_gap, config_path=config_path)
+                      break_gap=break_gap, config_path=config_path, server_wrap_up=server_wrap_up)
     try:
         result, expected, simulated = run_simulation(
             data, day.date() if day else None, limit=limit, options=options)

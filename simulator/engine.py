@@ -108,6 +108,9 @@ class Options:
     max_wait: float = 3600.0
     break_gap: float = 600.0
     whisper_in_talk: bool = False  # the talk time includes the agent's whisper (see agent_answers)
+    # Wrap-up ends on the service's own timer (WRAP_UP_SECONDS = wrap_up) and `flask worker`
+    # offers the agent the next caller, instead of the agent saying they are available.
+    server_wrap_up: bool = False
     public_base: str = DEFAULT_PUBLIC_BASE
     config_path: Path = SAMPLE_CONFIG
 
@@ -218,6 +221,7 @@ class SimAgent:
     past_end: bool = False
     call: SimCall | None = None
     wrapping: bool = False
+    wrap_ends: float = 0.0  # virtual second the current wrap-up ends
     recheck_pending: bool = False
     calls_answered: int = 0
 
@@ -243,6 +247,9 @@ class Result:
     wall_seconds: float = 0.0
     events: int = 0
     figures: DayFigures | None = None
+    # Seconds a free agent waited for an offer, one per offer (reporting.agents.offer_delays).
+    offer_delays: list[float] = field(default_factory=list)
+    worker_rounds: int = 0
 
     @property
     def call_sids(self) -> list[str]:
@@ -336,6 +343,8 @@ class Simulation:
             "HOURS_ALWAYS_OPEN": True,
             "PROXY_FIX_HOPS": 0,
         })
+        if self.options.server_wrap_up:
+            overrides["WRAP_UP_SECONDS"] = self.options.wrap_up
         return overrides
 
     def _agent_skills(self, config) -> list[str]:
@@ -461,6 +470,11 @@ class Simulation:
                 self.result.figures = simulated_figures(
                     get_session(), self.result.call_sids,
                     threshold=self.settings.get("SERVICE_LEVEL_SECONDS", 20))
+                if self.result.first_event is not None:
+                    from reporting.agents import offer_delays
+                    self.result.offer_delays = offer_delays(
+                        get_session(), self.result.first_event,
+                        self.result.last_event + timedelta(seconds=1))
         finally:
             self.app.extensions["db_engine"].dispose()
             self.result.wall_seconds = wallclock.perf_counter() - started
@@ -805,6 +819,11 @@ class Simulation:
             self.start_patience(call)
         call.state = "dialing"
         call.dial = DialLeg(verb=verb, noun=noun, child_sid=new_sid("CA"), started=self.now)
+        if agent is not None and agent.wrapping and self.options.server_wrap_up \
+                and self.now >= agent.wrap_ends:
+            # The service's wrap-up timer ran out at this very second and another request
+            # dispatched before the worker round: the agent is free, as the service says.
+            agent.wrapping = False
         if agent is not None and agent.on_duty and agent.call is None and not agent.wrapping:
             agent.call = call
             call.agent = agent
@@ -873,6 +892,7 @@ class Simulation:
             agent.call = None
             if status == "completed":
                 agent.wrapping = True
+                agent.wrap_ends = self.now + self.options.wrap_up
                 self.later(self.options.wrap_up, self.wrap_up_ends, agent)
             else:
                 self.later(0, self.relogin, agent)
@@ -1034,10 +1054,24 @@ class Simulation:
         if agent.past_end and self._may_leave(agent):
             self._log_off(agent)
             return
-        self.api_state(agent, "available")
+        if self.options.server_wrap_up:
+            # The service's timer ran out this very moment; `flask worker` wakes for it
+            # (it sleeps until the next wrap-up timer) and offers the agent a waiting caller.
+            self.worker_round()
+        else:
+            self.api_state(agent, "available")
         if agent.past_end and not agent.recheck_pending:
             agent.recheck_pending = True
             self.later(60, self.recheck_log_off, agent)
+
+    def worker_round(self) -> None:
+        """One round of `flask worker`: dispatch, then redirect the callers offered."""
+        from db import get_session
+        from ivr.webhooks import dispatch_and_connect
+
+        self.result.worker_rounds += 1
+        with self.app.test_request_context("/"):
+            dispatch_and_connect(get_session())
 
     def relogin(self, agent: SimAgent) -> None:
         """The service logged the agent out after an unanswered offer; an on-duty agent comes back."""

@@ -79,6 +79,9 @@ def _mari_finishes_a_call(app, clock, *, wrap_up: int, talk: int) -> Caller:
 def test_wrap_up_ends_on_its_timer_and_the_agent_takes_the_next_caller(loaded_app, clock):
     second = _mari_finishes_a_call(loaded_app, clock, wrap_up=60, talk=50)
     wrap_up_ended = clock() + timedelta(seconds=60)
+    from routing.dispatch import next_timer
+    with loaded_app.extensions["db_sessionmaker"]() as s:
+        assert next_timer(s, clock()) == wrap_up_ended  # when `flask worker` wakes next
     clock.advance(5)
     _queue_caller(second)
     clock.advance(25)  # 30 s into the wrap-up: still after-call work

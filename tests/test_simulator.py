@@ -324,3 +324,31 @@ def test_agent_shifts_split_at_breaks():
     ]
     whole = agent_shifts(records, break_gap=float("inf"))
     assert [(s.start, s.end) for s in whole] == [(local(8, 59) + timedelta(seconds=10), local(10, 3))]
+
+
+def test_work_conserving_after_wrap_up_timers_in_simulation(loaded_app, session):
+    """Wrap-up ends on the service's timer and `flask worker` (waking for the next timer)
+    offers the agent a waiting caller: no free agent waits for an offer, in virtual time.
+    Without the worker rounds the same replay leaves agents idle while callers wait."""
+    from simulator.cli import run_simulation
+
+    options = Options(seed=5, wrap_up=30, server_wrap_up=True)
+    with loaded_app.app_context():
+        result, _, _ = run_simulation(DEFAULT_DATA, None, limit=150, options=options)
+    assert result.errors == [] and result.anomalies == []
+    assert result.worker_rounds > 0 and len(result.offer_delays) >= 100
+    assert max(result.offer_delays) < 1.0
+    agents = list(session.scalars(select(Agent)))
+    assert all(a.current_call_id is None for a in agents)
+
+
+def test_offer_delays_show_an_idle_agent_when_no_worker_runs(loaded_app, session, monkeypatch):
+    from simulator.cli import run_simulation
+    from simulator.engine import Simulation
+
+    monkeypatch.setattr(Simulation, "worker_round", lambda self: None)
+    options = Options(seed=5, wrap_up=30, server_wrap_up=True)
+    with loaded_app.app_context():
+        result, _, _ = run_simulation(DEFAULT_DATA, None, limit=150, options=options)
+    assert result.errors == []
+    assert max(result.offer_delays) >= 1.0  # the hold loop's next request found the agent
