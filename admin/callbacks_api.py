@@ -50,15 +50,21 @@ def schedule_callback(key: str):
     open callback; 404 for an unknown agent or call.
     """
     session = get_session()
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # absurdly nested JSON
+        body = None
     if not isinstance(body, dict):
         return _error(400, "body", 'send a JSON body like {"number": "+37251234567", '
                                    '"at": "2026-12-02T10:30:00+02:00", "call_sid": "CA…"}')
     agent = _agent_in_scope(session, key)
     config = current_line_config(session)
     now = current_app.config["CLOCK"]()
-    number = callbacks.callable_number("".join(ch for ch in str(body.get("number", ""))
-                                               if ch.isdigit() or ch == "+").replace("+", "00", 1))
+    raw = body.get("number")
+    number = None
+    if isinstance(raw, str) and len(raw) <= 32:
+        number = callbacks.callable_number("".join(ch for ch in raw if ch.isdigit() or ch == "+")
+                                           .replace("+", "00", 1))
     if number is None:
         return _error(422, "number", "not a phone number we can call back (E.164 or national)")
     try:
@@ -125,7 +131,7 @@ def cancel_callback(callback_id: int):
     """Cancel a pending callback (e.g. the caller's matter was settled otherwise). 409 if it is
     already being dialled or closed; an agent may cancel only callbacks they scheduled."""
     session = get_session()
-    callback = session.get(Callback, callback_id)
+    callback = session.get(Callback, callback_id) if 0 < callback_id < 2**31 else None
     if callback is None:
         return jsonify(error=f"no callback {callback_id}"), 404
     if g.principal.role == "agent" and callback.requested_by_agent_id != g.principal.agent_id:

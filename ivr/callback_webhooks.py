@@ -191,9 +191,17 @@ def _decline(session, config: LineConfig, call: Call, reason: str):
 # --- The outbound callback call (its own CallSid; the contact is the callback's call row) ---
 
 def _callback_and_call(session) -> tuple[Callback | None, Call | None]:
+    """The callback named by ``?callback=`` and its contact, if this request is from its
+    current outbound call: a request with another CallSid (an earlier attempt's late status,
+    or anyone else's) gets (None, None) and changes nothing."""
     callback_id = parse_int(request.args.get("callback"))
     callback = session.get(Callback, callback_id) if callback_id is not None else None
     if callback is None:
+        return None, None
+    call_sid = request.form.get("CallSid", "")
+    if callback.outbound_call_sid is not None and call_sid != callback.outbound_call_sid:
+        log.warning("callback %s: request from %s, not its call %s: ignored", callback.id,
+                    call_sid[:64], callback.outbound_call_sid)
         return None, None
     return callback, session.get(Call, callback.call_id)
 
@@ -241,6 +249,11 @@ def callback_after():
         response.hangup()
         return twiml_response(response)
     status = request.form.get("DialCallStatus", "failed")
+    if status != "completed" and request.form.get("CallStatus") in call_log.FINAL_PROVIDER_STATUSES:
+        # The caller hung up while the agent's phone rang: not the agent's failure; the
+        # callback's final status (callback_status) counts the attempt.
+        session.commit()
+        return twiml_response(response)
     outcome = call_log.agent_leg_ended(session, call, status, parse_int(request.form.get("DialCallDuration")),
                                        now(), wrap_up_seconds=current_app.config["WRAP_UP_SECONDS"])
     if outcome == "done":

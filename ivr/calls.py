@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from db import UTCDateTime
 from ivr.models import Call
 from routing import dispatch as acd
-from routing.models import Queue
+from routing.models import Callback, Queue
 
 # Provider event times further than this from our clock are not believed (seconds).
 TRUSTED_CLOCK_SKEW = 3600
@@ -125,8 +125,9 @@ def agent_leg_ended(session: Session, call: Call, dial_status: str, duration: in
     if dial_status == "completed":
         if call.status not in ("connecting", "connected") or call.outcome == "answered":
             return "ignored"
-        if call.answered_at is None:
+        if call.status == "connecting":  # the answer notice never came: the offer ends here
             call.agent_id = acd.offer_answered(session, call.id, now) or call.agent_id
+        if call.answered_at is None:
             derived = now - timedelta(seconds=duration or 0)
             call.answered_at = max(derived, call.queue_entered_at or derived)
         call.status = "connected"
@@ -214,6 +215,9 @@ def close_stale(session: Session, now: datetime, older_than: timedelta, *,
             last = max(last, call.answered_at + timedelta(seconds=call.talk_seconds))
         end_call(session, call, last, now)
         call.closed_by_sweep = True
+        for callback in session.scalars(select(Callback).where(
+                Callback.call_id == call.id, Callback.state.in_(("pending", "dialing", "connected")))):
+            callback.state, callback.closed_at, callback.last_result = "failed", now, "stale"
     return stale
 
 

@@ -47,6 +47,7 @@ from ivr.webhooks import (STRUGGLE_PRIORITY, _call_language, _call_sid, _closed,
                           _queue_call, _stray, _technical_error, _to_person, external_url, now)
 from line_config import LineConfig
 from routing import dispatch as acd
+from routing.callbacks import callback_of
 from routing.models import Agent, Queue, Unit
 from telephony.client import TelephonyError
 from telephony.params import parse_int
@@ -213,6 +214,12 @@ def unit_dial_ended() -> Response:
         return twiml_response(VoiceResponse())
     if call.status != "transferring" or call.transfer_state in ("consulting", "handed_over"):
         return _resume(session, config, call)
+    if call.transfer_state == "connected":
+        # A repeated or stale action after the unit took the caller: nothing changes.
+        session.commit()
+        response = VoiceResponse()
+        response.hangup()
+        return twiml_response(response)
     if call.transfer_state != "dialling":
         # Started by the service (menu option, queue overflow): the caller is handed over
         # when the unit answers.
@@ -491,7 +498,13 @@ def _fall_through(session, call: Call, result: str) -> None:
 def _agent_call(session, agent: Agent) -> Call:
     if agent.current_call_id is None:
         raise TransferRefused(409, "agent not on a call", f"{agent.name} has no call now")
-    return session.get(Call, agent.current_call_id)
+    call = session.get(Call, agent.current_call_id)
+    if callback_of(session, call.id) is not None:
+        # The live leg is the service's outbound call, not the caller's (ended) inbound one.
+        raise TransferRefused(409, "callback conversation",
+                              "a callback conversation cannot be transferred; schedule a "
+                              "callback or give the caller the unit's number")
+    return call
 
 
 def _claim(session, call: Call) -> None:
@@ -536,7 +549,8 @@ def escalate(session, agent: Agent, config: LineConfig, mode: object = None) -> 
         raise TransferRefused(409, "no escalation route",
                               "the line's configuration has no 'escalation' section")
     if route.unit is not None:
-        return transfer(session, agent, route.unit, mode or route.mode, escalated=True)
+        return transfer(session, agent, route.unit, route.mode if mode is None else mode,
+                        escalated=True)
     if mode not in (None, "blind"):
         raise TransferRefused(422, "unknown mode", "an escalation to a queue is blind")
     target = session.scalar(select(Queue).where(Queue.name == route.queue))

@@ -377,6 +377,7 @@ def _queue_call(session, config: LineConfig, call: Call, queue: Queue | None, *,
     if policy.max_length is not None and acd.callers_waiting(session, queue.id) >= policy.max_length:
         target = _overflow_target(session, config, call, policy)
         if target[0] == "unit":
+            call.overflowed_at = now()
             return _transfer(session, config, call, target[1])
         if target[0] == "offer":
             call_log.leave_ivr(call, now())
@@ -450,19 +451,27 @@ def callback_offer_twiml(config: LineConfig, call: Call, reason: str, *, attempt
 
 def _waited(call: Call) -> float:
     """Seconds the caller has waited for the current queue's limit: since entering the queue,
-    or since overflowing to it."""
-    start = call.overflowed_at or call.queue_entered_at or now()
-    return (now() - start).total_seconds()
+    since overflowing to it, or, for a caller back in a queue after a conversation (a unit did
+    not answer a transfer), since that conversation ended."""
+    starts = [call.queue_entered_at, call.overflowed_at]
+    if call.answered_at is not None:
+        starts.append(call.answered_at + timedelta(seconds=call.talk_seconds or 0))
+    starts = [t for t in starts if t is not None]
+    return (now() - max(starts)).total_seconds() if starts else 0.0
 
 
 def _overflow_target(session, config: LineConfig, call: Call, policy) -> tuple[str, object]:
     """Where a caller goes when a queue limit is reached: ``("queue", Queue)`` (once per call,
     and only to a queue someone can serve), ``("unit", code)``, or ``("offer", None)`` (callback)."""
     target = policy.overflow
-    if target.queue is not None and call.overflowed_at is None:
+    if call.overflowed_at is not None:
+        return ("offer", None)  # a call overflows once; after that its limit is the offer
+    if target.queue is not None:
         other = session.scalar(select(Queue).where(Queue.name == target.queue))
         if other is not None and _staffed_queue(session, config, other) is other:
-            return ("queue", other)
+            limit = config.policy(other.name).max_length
+            if limit is None or acd.callers_waiting(session, other.id) < limit:
+                return ("queue", other)
     if target.unit is not None:
         return ("unit", target.unit)
     return ("offer", None)
@@ -709,6 +718,11 @@ def queue_after():
         return twiml_response(response)
     elif result == "leave" and call.status == "queued":
         return _after_leave(session, _config_or_fail(), call)
+    elif result == "leave" and call.status == "connecting":
+        # Offered an agent between its <Leave> and this request: connect it.
+        session.commit()
+        response.redirect(external_url("voice.queue_connect"), method="POST")
+        return twiml_response(response)
     elif result in ("error", "system-error", "queue-full"):
         log.error("provider queue error %s for %s", result, call.call_sid)
         config = _config_or_fail()
@@ -732,6 +746,7 @@ def _after_leave(session, config: LineConfig, call: Call):
         return twiml_response(callback_offer_twiml(config, call, value))
     if decision == "unit":
         acd.leave_queue(session, call.id, now())
+        call.overflowed_at = now()  # back from a unit that did not answer: no second overflow
         return _transfer(session, config, call, value)
     queue = session.get(Queue, call.queue_id)
     if decision in ("move", "overflow"):
@@ -776,6 +791,10 @@ def dial_after():
         call_log.end_call(session, call, now(), now())
         dispatch_and_connect(session)  # an agent it held may take the next caller at once
         return twiml_response(VoiceResponse())
+    if call.conference is not None and call.status in ("connected", "transferring"):
+        # A warm transfer moved the conversation into a conference: the agent's first
+        # <Dial> ending is not the end of the conversation (the conference's action is).
+        return _stray(session, call)
     outcome = call_log.agent_leg_ended(session, call, status, duration, now(),
                                        wrap_up_seconds=current_app.config["WRAP_UP_SECONDS"])
     response = VoiceResponse()

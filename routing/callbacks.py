@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import phonenumbers
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from ivr.models import Call
@@ -83,6 +83,9 @@ def request_keep_place(session: Session, call: Call, *, number: str, queue: Queu
     existing = session.scalar(select(Callback).where(Callback.call_id == call.id))
     if existing is not None:
         return existing
+    # The same caller asked before (an earlier call): that request is replaced, not doubled,
+    # and its place is kept if it was earlier.
+    earlier = cancel_for_caller(session, number, now)
     start = not_before or now
     callback = Callback(kind="keep_place", call_id=call.id, number=number, queue_id=queue.id,
                         state="pending", due_at=start, attempts=0, created_at=now)
@@ -97,6 +100,8 @@ def request_keep_place(session: Session, call: Call, *, number: str, queue: Queu
         entry = QueueEntry(call_id=call.id, queue_id=queue.id, priority=call.priority,
                            entered_at=call.queue_entered_at, state="waiting")
         session.add(entry)
+    if earlier is not None and earlier < entry.entered_at:
+        entry.entered_at = earlier
     elif entry.state == "offered":
         _release_agent(session, call.id, now, reason="caller_chose_callback")
         entry.state, entry.agent_id, entry.offered_at = "waiting", None, None
@@ -197,6 +202,10 @@ def attempt_failed(session: Session, callback: Callback, result: str, now: datet
         return callback.state
     call = session.get(Call, callback.call_id)
     _release_agent(session, call.id, now, reason="callback_not_answered")
+    if call.status == "ended":  # closed meanwhile (the stale-call sweep): nothing to retry
+        callback.state, callback.closed_at, callback.last_result = "failed", now, result[:32]
+        session.flush()
+        return "failed"
     callback.last_result = result[:32]
     entry = session.scalar(select(QueueEntry).where(QueueEntry.call_id == call.id))
     if _caller_is_on_a_new_call(session, callback):
@@ -268,11 +277,20 @@ def cancel(session: Session, callback: Callback, now: datetime) -> bool:
     """
     if callback.state != "pending":
         return False
+    # Compare-and-set: only a callback still waiting (not reserved by a dispatch that is
+    # committing at this moment: its row lock makes this wait, then find it offered).
+    taken = session.execute(
+        delete(QueueEntry).where(QueueEntry.callback_id == callback.id,
+                                 QueueEntry.state == "waiting")
+        .execution_options(synchronize_session="fetch")).rowcount
+    took = session.execute(
+        update(Callback).where(Callback.id == callback.id, Callback.state == "pending")
+        .values(state="canceled", closed_at=now)
+        .execution_options(synchronize_session="fetch")).rowcount
+    if taken != 1 or took != 1:
+        return False
     call = session.get(Call, callback.call_id)
-    entry = session.scalar(select(QueueEntry).where(QueueEntry.call_id == call.id))
-    if callback.kind == "scheduled" and callback.due_at > now:
-        call.queue_entered_at = None
-    _close(session, callback, call, entry, now, "canceled", "canceled")
+    _close(session, callback, call, None, now, "canceled", "canceled")
     return True
 
 
@@ -285,11 +303,16 @@ def _caller_is_on_a_new_call(session: Session, callback: Callback) -> bool:
 
 def _close(session: Session, callback: Callback, call: Call, entry: QueueEntry | None,
            now: datetime, state: str, outcome: str) -> str:
+    """Close the callback and its contact. A canceled one (the caller called again, or it was
+    called off) is not an offered call: metrics.md counts a callback never answered as
+    abandoned only if the caller could not be reached."""
     callback.state, callback.closed_at = state, now
     if entry is not None:
         session.delete(entry)
     if call.status != "ended":
         call.status, call.outcome, call.ended_at = "ended", outcome, now
+        if state == "canceled":
+            call.queue_entered_at = None
     session.flush()
     return state
 
