@@ -41,8 +41,15 @@ test: setup
 clean:
 	rm -rf instance .pytest_cache
 
-# Webhook throughput and worker memory budgets, on PostgreSQL (BENCH_DATABASE_URL, default
-# postgresql://postgres@127.0.0.1:5432/test) under gunicorn; needs wrk (apt-get install wrk).
+# Webhook throughput and worker memory budgets, then dispatch latency (200 waiting callers,
+# 50 agents), on PostgreSQL (BENCH_DATABASE_URL, default
+# postgresql://postgres@127.0.0.1:5432/test) under gunicorn; the first needs wrk (apt-get
+# install wrk). Options: BENCH_ARGS for the first, DISPATCH_BENCH_ARGS for the second. Both
+# run; the exit status is the first non-zero one.
 .PHONY: bench
 bench: $(VENV)/.installed
-	$(BIN)/python benchmarks/webhook_throughput.py $(BENCH_ARGS)
+	@status=0; \
+	$(BIN)/python benchmarks/webhook_throughput.py $(BENCH_ARGS) || status=$$?; \
+	$(BIN)/python benchmarks/dispatch_latency.py $(DISPATCH_BENCH_ARGS) || \
+	  { s=$$?; [ $$status -ne 0 ] || status=$$s; }; \
+	exit $$status

@@ -10,7 +10,9 @@ Budgets checked (from the project's guide):
 What it does: creates a scratch PostgreSQL database (``bench_<random>``) next to the one named
 by ``--database-url``, migrates it with Alembic, loads ``config/line.sample.yaml`` with
 ``flask config load``, then starts two gunicorn servers on loopback with the same worker count:
-the real app (``app:create_app()``) and ``benchmarks/bare_app.py``. ``wrk`` drives both with
+the real app (``app:create_app()``) and ``benchmarks/bare_app.py``, both configured alike: by
+default threaded workers (``--threads 4``, as the Dockerfile runs the service; ``--worker-threads
+1`` measures gunicorn's sync worker). ``wrk`` drives both with
 the same pre-generated request bodies, each a distinct incoming call (new CallSid) with a valid
 ``X-Twilio-Signature``, so every request to the real app checks the signature, looks up the
 line configuration, inserts a new call row and builds the TwiML. Runs alternate bare/app in
@@ -23,6 +25,12 @@ one row per 200 answer plus the requests still in flight when the run's time was
 server finishes those; wrk no longer reads their answers).
 Afterwards it reads each app worker's resident memory from ``/proc/<pid>/status``, stops the
 servers and drops the scratch database.
+
+Where the time goes: for every timed run it also reads the CPU time the server's workers (and,
+for the app, the PostgreSQL backends serving its database) spent, from ``/proc``, and prints it
+per request; on a machine where both servers are CPU-bound the ratio is roughly the inverse
+ratio of those costs. It also prints how much CPU other processes on the machine used during
+the timed runs: throughput figures taken while that is high are not comparable with others.
 
 Run on demand (not a test)::
 
@@ -39,6 +47,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import secrets
 import shutil
 import signal
@@ -133,8 +142,9 @@ def drop_database(admin_url: str, name: str) -> None:
         engine.dispose()
 
 
-def migrate_and_load(url: str, token: str) -> None:
-    """Migrate ``url`` to head with Alembic and load the sample line configuration via the CLI."""
+def migrate_and_load(url: str, token: str, config_path: Path = SAMPLE_CONFIG) -> None:
+    """Migrate ``url`` to head with Alembic and load a line configuration (default: the
+    sample) with ``flask config load``."""
     from alembic import command
     from alembic.config import Config
 
@@ -147,7 +157,7 @@ def migrate_and_load(url: str, token: str) -> None:
     env = dict(os.environ, DATABASE_URL=url, TWILIO_AUTH_TOKEN=token, TELEPHONY_CLIENT="fake",
                LOG_LEVEL="WARNING")
     result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "config", "load",
-                             str(SAMPLE_CONFIG)], cwd=ROOT, env=env, capture_output=True,
+                             str(config_path)], cwd=ROOT, env=env, capture_output=True,
                             text=True)
     if result.returncode != 0:
         raise SetupError(f"flask config load failed:\n{result.stdout}{result.stderr}")
@@ -214,6 +224,7 @@ class Server:
     app_spec: str
     port: int
     workers: int
+    threads: int
     env: dict[str, str]
     extra_args: list[str] = field(default_factory=list)
     log_path: Path | None = None
@@ -226,6 +237,7 @@ class Server:
     def start(self, log_dir: Path) -> None:
         self.log_path = log_dir / f"{self.name}.log"
         cmd = [sys.executable, "-m", "gunicorn", "--workers", str(self.workers),
+               "--threads", str(self.threads),
                "--bind", f"127.0.0.1:{self.port}", "--log-level", "warning",
                *self.extra_args, self.app_spec]
         with self.log_path.open("wb") as log:
@@ -265,6 +277,44 @@ class Server:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` in seconds, from /proc/<pid>/stat."""
+    ticks = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_backends(db_name: str) -> list[int]:
+    """Pids of the PostgreSQL server processes connected to ``db_name`` (on this machine)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if cmdline.startswith("postgres:") and f" {db_name} " in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores, not idle or waiting for I/O)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 # --------------------------------------------------------------------------- load
 
 @dataclass
@@ -274,6 +324,14 @@ class RunResult:
     checked: bool           # every response body inspected (see signed_calls.lua)
     data: dict
     rows: int | None = None  # call rows this run inserted (app only)
+    worker_cpu_s: float = 0.0  # CPU time of the server's workers during the run
+    pg_cpu_s: float = 0.0      # CPU time of PostgreSQL backends serving the app's database
+    other_cpu_s: float = 0.0   # CPU time of everything else on the machine but wrk
+
+    @property
+    def cpu_per_request_us(self) -> tuple[float, float]:
+        n = max(self.data["requests"], 1)
+        return self.worker_cpu_s / n * 1e6, self.pg_cpu_s / n * 1e6
 
     @property
     def duration_s(self) -> float:
@@ -338,8 +396,11 @@ def describe(run: RunResult) -> str:
         problems.append(f"fallback={run.data['unexpected']}")
     if run.socket_errors:
         problems.append(f"socket-errors={run.socket_errors}")
+    worker_us, pg_us = run.cpu_per_request_us
+    cpu = f"  CPU/request {worker_us:5.0f} us" + (f" + PostgreSQL {pg_us:4.0f} us" if pg_us else "")
     return (f"{run.phase:>8} {run.server:>4}: {run.rps:8.1f} req/s {run.data['requests']:7d} "
-            f"requests  p50 {lat['p50'] / 1000:6.1f} ms  p99 {lat['p99'] / 1000:6.1f} ms"
+            f"requests  p50 {lat['p50'] / 1000:6.1f} ms  p99 {lat['p99'] / 1000:6.1f} ms{cpu}"
+            f"  others {run.other_cpu_s / run.duration_s:4.2f} cores"
             + (f"  {' '.join(problems)}" if problems else ""))
 
 
@@ -353,9 +414,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="PostgreSQL server to use: a scratch database is created next to "
                              "this one and dropped afterwards (default %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per server")
+    parser.add_argument("--worker-threads", type=int, default=4,
+                        help="gunicorn --threads per worker for both servers: default 4, as the "
+                             "Dockerfile runs the service (gthread workers); 1 = sync workers")
     parser.add_argument("--gunicorn-arg", action="append", default=[], metavar="ARG",
                         help="extra gunicorn argument for both servers, e.g. "
-                             "--gunicorn-arg=--threads=4 (repeatable)")
+                             "--gunicorn-arg=--keep-alive=5 (repeatable)")
     parser.add_argument("--app-spec", default="app:create_app()",
                         help="gunicorn WSGI spec of the service, to measure a variant (with "
                              "--gunicorn-arg=--pythonpath=DIR); default %(default)s")
@@ -386,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     db_name = None
     try:
         extra = "".join(f" {arg}" for arg in args.gunicorn_arg)
-        print(f"nproc {os.cpu_count()}; gunicorn --workers {args.workers}{extra} (both servers); "
+        kind = "sync" if args.worker_threads == 1 else "gthread"
+        print(f"nproc {os.cpu_count()}; gunicorn --workers {args.workers} --threads "
+              f"{args.worker_threads} ({kind} workers){extra} (both servers); "
               f"wrk {args.threads} threads, {args.connections} connections, "
               f"{args.rounds} x {args.duration:g} s per server")
         db_name, db_url = scratch_database(args.database_url)
@@ -395,10 +461,11 @@ def main(argv: list[str] | None = None) -> int:
 
         base_env = {k: v for k, v in os.environ.items()
                     if k not in ("DATABASE_URL", "TWILIO_AUTH_TOKEN", "PUBLIC_BASE_URL")}
-        app = Server("app", args.app_spec, free_port(), args.workers, dict(
+        app = Server("app", args.app_spec, free_port(), args.workers, args.worker_threads, dict(
             base_env, DATABASE_URL=db_url, TWILIO_AUTH_TOKEN=token, PUBLIC_BASE_URL=PUBLIC_BASE,
             TELEPHONY_CLIENT="fake", LOG_LEVEL="WARNING"), extra_args=list(args.gunicorn_arg))
-        bare = Server("bare", "bare_app:create_app()", free_port(), args.workers, dict(base_env),
+        bare = Server("bare", "bare_app:create_app()", free_port(), args.workers,
+                      args.worker_threads, dict(base_env),
                       extra_args=[*args.gunicorn_arg, "--pythonpath", str(BENCH_DIR)])
         servers = [bare, app]
         for server in servers:
@@ -413,7 +480,18 @@ def main(argv: list[str] | None = None) -> int:
         def measure(server: Server, requests_file: Path, duration: float, phase: str,
                     check: bool = False) -> RunResult:
             nonlocal rows
+            workers = server.worker_pids()
+            backends = postgres_backends(db_name) if server is app else []
+            before = (cpu_seconds(workers), cpu_seconds(backends), machine_busy_seconds(),
+                      children_cpu_seconds())
             run = run_wrk(server, requests_file, args, duration, phase, check)
+            backends = sorted(set(backends) | set(postgres_backends(db_name))) \
+                if server is app else []
+            run.worker_cpu_s = cpu_seconds(workers) - before[0]
+            run.pg_cpu_s = cpu_seconds(backends) - before[1]
+            wrk_cpu = children_cpu_seconds() - before[3]
+            run.other_cpu_s = max(0.0, machine_busy_seconds() - before[2] - run.worker_cpu_s
+                                  - run.pg_cpu_s - wrk_cpu)
             if server is app:
                 now_rows = settled_count(db_url)
                 run.rows, rows = now_rows - rows, now_rows
@@ -478,6 +556,16 @@ def report(args, runs, workers_mem, bare_mem, master_mem) -> int:
         p99 = " / ".join(f"{r.data['latency_us']['p99'] / 1000:.1f}" for r in rs)
         print(f"{name:>4}: {rps:8.1f} req/s   latency per run: p50 {p50} ms, p99 {p99} ms   "
               f"({sizes.get(name, 0)} B TwiML)")
+    for name, rs in (("bare", bare_runs), ("app", app_runs)):
+        requests = sum(r.data["requests"] for r in rs)
+        worker_us = sum(r.worker_cpu_s for r in rs) / requests * 1e6
+        pg_us = sum(r.pg_cpu_s for r in rs) / requests * 1e6
+        print(f"{name:>4}: CPU per request: workers {worker_us:.0f} us"
+              + (f", PostgreSQL backends {pg_us:.0f} us" if name == "app" else ""))
+    other = sum(r.other_cpu_s for r in measured) / sum(r.duration_s for r in measured)
+    print(f"other processes on the machine: {other:.2f} cores on average during the timed runs"
+          + ("  (busy machine: figures are not comparable with a quiet run)" if other > 0.2
+             else ""))
     pair_ratios = [a.rps / b.rps for b, a in zip(bare_runs, app_runs)]
     print(f"ratio app/bare: {ratio:.3f} (per round: "
           f"{', '.join(f'{x:.3f}' for x in pair_ratios)}) -> "

@@ -1,12 +1,25 @@
-"""Validate X-Twilio-Signature against the URL the provider signed, failing closed."""
+"""Validate X-Twilio-Signature against the URL the provider signed, failing closed.
+
+The check is the official ``twilio`` validator's: :func:`signature_matches` gives the same
+answer as ``RequestValidator(token).validate(url, params, signature)`` for form parameters
+(tests/test_signature_adapter.py compares them on the shared fixtures), with the work the
+validator repeats on every request done once: the validator per token and the URL's two
+spellings (with and without the default port, as ``validate`` derives them) are cached, the
+signature is computed by the official ``compute_signature`` for one spelling and for the
+other only when the first does not match, and Flask's form is handed over with ``getall`` so
+the validator does not fall back through AttributeError for every parameter.
+"""
 from __future__ import annotations
 
+import hmac
 import logging
-from typing import Callable
-from urllib.parse import quote
+from functools import lru_cache
+from typing import Callable, Iterator
+from urllib.parse import quote, urlparse
 
 from flask import Blueprint, Response, current_app, request
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, add_port, remove_port
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -42,9 +55,60 @@ def is_valid_request(auth_token: str, public_base_url: str) -> bool:
     signature = request.headers.get("X-Twilio-Signature", "")
     if not signature or not auth_token:
         return False
-    validator = RequestValidator(auth_token)
-    params = request.form if request.method == "POST" else {}
-    return validator.validate(signed_url(public_base_url), params, signature)
+    params = FormParams(request.form) if request.method == "POST" else {}
+    return signature_matches(auth_token, signed_url(public_base_url), params, signature)
+
+
+@lru_cache(maxsize=8)
+def _validator(auth_token: str) -> RequestValidator:
+    return RequestValidator(auth_token)
+
+
+@lru_cache(maxsize=1024)
+def _url_spellings(url: str) -> tuple[str, str]:
+    """``url`` without and with the default port, exactly as ``RequestValidator.validate``
+    derives them. Raises ValueError for a URL whose port is not a number."""
+    parsed = urlparse(url)
+    return remove_port(parsed), add_port(parsed)
+
+
+class FormParams:
+    """Form parameters for the official validator: ``getall`` gives every value of a name."""
+
+    __slots__ = ("_form",)
+
+    def __init__(self, form: MultiDict):
+        self._form = form
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._form)
+
+    def __len__(self) -> int:
+        return len(self._form)
+
+    def getall(self, name: str) -> list[str]:
+        return self._form.getlist(name)
+
+
+def signature_matches(auth_token: str, url: str, params, signature: str) -> bool:
+    """True when ``signature`` is the provider's signature of ``url`` and ``params``.
+
+    The same answer as the official ``RequestValidator(auth_token).validate(url, params,
+    signature)`` for form parameters (a mapping, a Werkzeug MultiDict or :class:`FormParams`)
+    and ``{}`` for a GET; a URL whose port is not a number fails instead of raising. The
+    comparison is constant-time.
+    """
+    try:
+        spellings = _url_spellings(url)
+    except ValueError:
+        return False
+    validator = _validator(auth_token)
+    given = signature.encode("utf-8", "surrogatepass")
+    for spelling in spellings:
+        computed = validator.compute_signature(spelling, params)
+        if hmac.compare_digest(computed.encode("ascii"), given):
+            return True
+    return False
 
 
 def provider_blueprint(name: str, import_name: str, *, url_prefix: str,
