@@ -94,16 +94,14 @@ class SetupError(RuntimeError):
 
 def write_requests(path: Path, count: int, token: str, rng: random.Random) -> None:
     """Write ``count`` signed incoming-call requests (one distinct call each) to ``path``."""
-    from twilio.request_validator import RequestValidator
-
-    validator = RequestValidator(token)
+    from telephony.signature import compute_signature
     url = PUBLIC_BASE + WEBHOOK_PATH
     with path.open("w", encoding="ascii") as out:
         for _ in range(count):
             caller = "+3725" + "".join(rng.choice("0123456789") for _ in range(7))
             params = dict(INCOMING_CALL_PARAMS, CallSid="CA" + secrets.token_hex(16),
                           From=caller, Caller=caller, To=LINE_NUMBER, Called=LINE_NUMBER)
-            signature = validator.compute_signature(url, params)
+            signature = compute_signature(token, url, params)
             out.write(f"{signature}\t{urlencode(params)}\n")
 
 

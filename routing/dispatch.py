@@ -93,7 +93,14 @@ def dispatch(session: Session, now: datetime, *, limit: int = 50,
         .limit(limit), session, of=QueueEntry)).all()
     assignments: list[Assignment] = []
     taken: set[int] = set()
+    free_agents = session.scalar(select(func.count()).select_from(Agent).where(_free(now))) or 0
+    exhausted: set[object] = set()  # queues (by name) and reserved agents with no one free left
     for entry_id, call_id, queue_id, queue_name, callback_id, reserved in rows:
+        if len(taken) >= free_agents:
+            break  # every agent free at the start has been offered a call
+        key = ("agent", reserved) if reserved is not None else queue_name
+        if key in exhausted:
+            continue
         if reserved is not None:
             stmt = select(Agent.id).where(Agent.id == reserved, _free(now))
         else:
@@ -107,6 +114,7 @@ def dispatch(session: Session, now: datetime, *, limit: int = 50,
             stmt = stmt.where(Agent.id.not_in(taken))
         agent_id = session.scalars(_lock(stmt, session, of=Agent)).first()
         if agent_id is None:
+            exhausted.add(key)
             continue
         if _claim(session, entry_id, call_id, agent_id, now):
             taken.add(agent_id)

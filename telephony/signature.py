@@ -64,6 +64,12 @@ def _validator(auth_token: str) -> RequestValidator:
     return RequestValidator(auth_token)
 
 
+def compute_signature(auth_token: str, url: str, params) -> str:
+    """The ``X-Twilio-Signature`` the provider sends for a POST of ``params`` (a mapping) to
+    ``url``, by the official algorithm; for code that plays the provider (simulator, benchmarks)."""
+    return _validator(auth_token).compute_signature(url, params)
+
+
 @lru_cache(maxsize=1024)
 def _url_spellings(url: str) -> tuple[str, str]:
     """``url`` without and with the default port, exactly as ``RequestValidator.validate``
