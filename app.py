@@ -55,6 +55,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     from ivr.transfers import bp as transfers_bp  # transfers to units, escalation
     app.register_blueprint(transfers_bp)
+    from admin.recordings_api import bp as recordings_api_bp  # recordings: access, pause
+    app.register_blueprint(recordings_api_bp)
 
     from admin.cli import register_cli
     register_cli(app)

@@ -71,6 +71,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TTS_COMMAND", "espeak-ng", str, "Text-to-speech program used to render prompts."),
     Setting("HOURS_ALWAYS_OPEN", False, _bool,
             "Ignore business hours (used when replaying another centre's history)."),
+    # Recordings (recording/): retention, encryption at rest, storage, the download job.
+    Setting("RECORDINGS_RETENTION_MONTHS", 6, int,
+            "Recordings are deleted this many calendar months after they were made (TIMEZONE)."),
+    Setting("RECORDINGS_KEYS", "", str,
+            "Encryption keys for stored recordings: 'id:base64-of-32-bytes[,id2:…]' (AES-256-GCM)."),
+    Setting("RECORDINGS_KEY_ID", "", str,
+            "Id of the key in RECORDINGS_KEYS that encrypts new recordings (default: the last one)."),
+    Setting("RECORDINGS_STORAGE", "local", str, "Where recordings are stored: 'local' or 's3'."),
+    Setting("RECORDINGS_DIR", "instance/recordings", str, "Directory of the local recording store."),
+    Setting("RECORDINGS_S3_BUCKET", "", str, "S3 bucket of the recording store (RECORDINGS_STORAGE=s3)."),
+    Setting("RECORDINGS_S3_PREFIX", "recordings/", str, "Key prefix of recordings in the bucket."),
+    Setting("RECORDINGS_S3_ENDPOINT_URL", "", str,
+            "S3-compatible endpoint (MinIO, Ceph, …); empty: AWS. Credentials: the usual AWS_* variables."),
+    Setting("RECORDINGS_S3_REGION", "eu-north-1", str, "Region of the bucket."),
+    Setting("RECORDINGS_S3_SSE", "", str,
+            "Server-side encryption requested on upload: '' (none), 'AES256' or 'aws:kms'."),
+    Setting("RECORDINGS_S3_KMS_KEY_ID", "", str, "KMS key for RECORDINGS_S3_SSE=aws:kms (empty: the bucket's default)."),
+    Setting("RECORDINGS_FETCH_MAX_ATTEMPTS", 8, int,
+            "Failed downloads of one recording before the job gives up and reports it."),
+    Setting("RECORDINGS_FETCH_RETRY_SECONDS", 60.0, float,
+            "Delay after the first failed download; doubled after each further failure (at most 6 h)."),
 )
 
 

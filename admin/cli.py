@@ -196,10 +196,11 @@ def db_downgrade(revision: str) -> None:
 
 def register_cli(app: Flask) -> None:
     """Attach every command group to ``app``."""
+    from admin.recordings_cli import recordings_cli
     from reporting.cli import report_command
     from simulator.cli import simulate_command
 
-    for group in (config_cli, tokens_cli, calls_cli, prompts_cli, db_cli):
+    for group in (config_cli, tokens_cli, calls_cli, prompts_cli, db_cli, recordings_cli):
         app.cli.add_command(group)
     app.cli.add_command(report_command)
     app.cli.add_command(worker_command)

@@ -1,1 +1,3 @@
-"""Recordings: provider callbacks stored as metadata (download, encryption and retention build on it)."""
+"""Recordings: provider callbacks stored as metadata (callbacks.py), retention dates
+(retention.py), encryption at rest (crypto.py), the local/S3 store (storage.py), the download,
+purge and erasure jobs (jobs.py) and the hash-chained deletion log (deletion_log.py)."""

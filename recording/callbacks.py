@@ -1,4 +1,12 @@
-"""Store recording status callbacks: one row per RecordingSid, updated in place."""
+"""Store recording status callbacks: one row per RecordingSid, updated in place.
+
+The first final status decides what happens to the media: ``completed`` schedules the download
+job (fetch_state ``pending``) and the deletion date; ``absent`` (the provider made no media) and
+``failed`` mark the row (fetch_state ``absent``) with neither a download nor a deletion date.
+A callback that arrives before the call's own webhooks is linked by CallSid all the same (the
+row carries the CallSid; there is no foreign key to wait for). Repeats of a final status and
+anything after it change nothing.
+"""
 from __future__ import annotations
 
 from datetime import datetime
@@ -6,36 +14,54 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from recording.models import Recording
+from recording.models import FETCH_ABSENT, FETCH_PENDING, Recording
+from recording.retention import DEFAULT_TIMEZONE, due_date
 from telephony.params import parse_int, parse_timestamp
 
 # Later statuses win over earlier ones; a late 'in-progress' never undoes 'completed'.
 _STATUS_RANK = {"in-progress": 0, "paused": 1, "stopped": 2, "processing": 3,
                 "completed": 4, "absent": 4, "failed": 4, "deleted": 5}
+FINAL = 4
 
 
-def store_recording_callback(session: Session, params: dict[str, str], now: datetime) -> Recording | None:
+def store_recording_callback(session: Session, params: dict[str, str], now: datetime, *,
+                             retention_months: int = 6,
+                             tz_name: str = DEFAULT_TIMEZONE) -> Recording | None:
     """Upsert a recording from callback ``params`` (RecordingSid, CallSid, RecordingStatus, …).
 
-    Returns the row, or None when the callback has no RecordingSid. Duration is in seconds.
+    ``now`` (aware UTC) is the arrival time; ``retention_months`` the retention period in
+    calendar months, counted in ``tz_name`` from when the recording was made
+    (RecordingStartTime, else ``now``). Returns the row, or None when the callback has no
+    RecordingSid. Duration is in seconds. Flushes, does not commit.
     """
     sid = params.get("RecordingSid", "").strip()
     if not sid or len(sid) > 64:
         return None
-    status = params.get("RecordingStatus", "completed") or "completed"
+    status = (params.get("RecordingStatus", "completed") or "completed")[:16]
     recording = session.scalar(select(Recording).where(Recording.recording_sid == sid))
     if recording is None:
-        recording = Recording(recording_sid=sid, call_sid=params.get("CallSid", "")[:64], status=status[:16],
-                              received_at=now, updated_at=now)
+        recording = Recording(recording_sid=sid, call_sid=params.get("CallSid", "")[:64], status=status,
+                              received_at=now, updated_at=now, fetch_state="none", fetch_attempts=0)
         session.add(recording)
-    elif _STATUS_RANK.get(status, 0) < _STATUS_RANK.get(recording.status, 0):
-        return recording
-    recording.status = status[:16]
+    elif _STATUS_RANK.get(recording.status, 0) >= FINAL \
+            or _STATUS_RANK.get(status, 0) < _STATUS_RANK.get(recording.status, 0):
+        return recording  # a duplicate, or late news: the first final status stands
+    if not recording.call_sid:
+        recording.call_sid = params.get("CallSid", "")[:64]
+    recording.status = status
     recording.duration_seconds = parse_int(params.get("RecordingDuration")) or recording.duration_seconds
     recording.channels = parse_int(params.get("RecordingChannels")) or recording.channels
     recording.url = (params.get("RecordingUrl") or recording.url or "")[:512]
     recording.source = (params.get("RecordingSource") or recording.source or "")[:32] or None
     recording.started_at = parse_timestamp(params.get("RecordingStartTime")) or recording.started_at
+    recording.recorded_at = recording.started_at or recording.received_at or now
     recording.updated_at = now
+    if status == "completed":
+        recording.fetch_state = FETCH_PENDING
+        recording.next_fetch_at = now
+        recording.delete_after = due_date(recording.recorded_at, retention_months, tz_name)
+    elif status in ("absent", "failed"):
+        recording.fetch_state = FETCH_ABSENT
+        recording.delete_after = None
     session.flush()
     return recording

@@ -18,8 +18,13 @@ bp = provider_blueprint("recording", __name__, url_prefix="/twilio", on_error=_e
 
 @bp.post("/recording")
 def callback():
-    """Upsert the recording named by RecordingSid; duplicates and late callbacks are harmless."""
+    """Upsert the recording named by RecordingSid; duplicates and late callbacks are harmless.
+    A completed recording gets its deletion date (RECORDINGS_RETENTION_MONTHS) and a pending
+    download; absent and failed ones are only marked."""
     session = get_session()
-    store_recording_callback(session, request.form.to_dict(), current_app.config["CLOCK"]())
+    config = current_app.config
+    store_recording_callback(session, request.form.to_dict(), config["CLOCK"](),
+                             retention_months=config["RECORDINGS_RETENTION_MONTHS"],
+                             tz_name=config["TIMEZONE"])
     session.commit()
     return _empty()

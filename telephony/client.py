@@ -49,6 +49,23 @@ class TelephonyClient(Protocol):
         (POST); its final status is posted to ``status_callback``; it rings at most ``timeout``
         seconds. Returns the new CallSid. Raises TelephonyError."""
 
+    def download_recording(self, recording_sid: str) -> bytes:
+        """Return the media of ``recording_sid`` (WAV bytes), fetched with the provider
+        credentials. Raises RecordingNotFound when the provider has no such recording,
+        TelephonyError for any other failure."""
+
+    def delete_recording(self, recording_sid: str) -> bool:
+        """Delete ``recording_sid`` at the provider. Returns True if it was deleted now, False
+        if the provider no longer had it (404: already deleted). Raises TelephonyError."""
+
+    def set_recording_paused(self, call_sid: str, paused: bool) -> None:
+        """Pause (``paused=True``) or resume the recording running on the live call
+        ``call_sid``. Raises TelephonyError."""
+
+
+class RecordingNotFound(TelephonyError):
+    """The provider has no such recording (HTTP 404)."""
+
 
 class _BaseUrlHttpClient(TwilioHttpClient):
     """Sends the official client's requests to another host with the same paths."""
@@ -111,6 +128,43 @@ class TwilioRestClient:
             raise TelephonyError(f"call to {to} failed: {exc}") from exc
         return call.sid
 
+    def download_recording(self, recording_sid: str) -> bytes:
+        import requests
+
+        base = getattr(self._client.http_client, "_base_url", TWILIO_DEFAULT_BASE)
+        url = (f"{base}/2010-04-01/Accounts/{self._client.account_sid}/Recordings/"
+               f"{recording_sid}.wav")
+        try:
+            response = requests.get(url, auth=(self._client.username, self._client.password),
+                                    timeout=60)
+        except requests.RequestException as exc:
+            raise TelephonyError(f"download of {recording_sid} failed: {exc}") from exc
+        if response.status_code == 404:
+            raise RecordingNotFound(f"the provider has no recording {recording_sid}")
+        if response.status_code != 200:
+            raise TelephonyError(f"download of {recording_sid} failed: HTTP {response.status_code}")
+        return response.content
+
+    def delete_recording(self, recording_sid: str) -> bool:
+        from twilio.base.exceptions import TwilioRestException
+
+        try:
+            return bool(self._client.recordings(recording_sid).delete())
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return False
+            raise TelephonyError(f"deletion of {recording_sid} failed: {exc}") from exc
+        except (TwilioException, OSError) as exc:
+            raise TelephonyError(f"deletion of {recording_sid} failed: {exc}") from exc
+
+    def set_recording_paused(self, call_sid: str, paused: bool) -> None:
+        try:
+            self._client.calls(call_sid).recordings("Twilio.CURRENT").update(
+                status="paused" if paused else "in-progress")
+        except (TwilioException, OSError) as exc:
+            raise TelephonyError(f"{'pause' if paused else 'resume'} of recording on {call_sid} "
+                                 f"failed: {exc}") from exc
+
 
 @dataclass
 class FakeTelephonyClient:
@@ -160,6 +214,42 @@ class FakeTelephonyClient:
         self.sent.append((action, call_sid, url))
         if self.listener is not None:
             self.listener(action, call_sid, url)
+
+    def _recording_state(self) -> dict:
+        """The fake provider's recordings: ``media`` (sid → bytes), ``fail_downloads`` (the
+        next that many downloads raise TelephonyError), ``downloads``/``deleted`` (sids, in
+        order), ``paused`` ((call_sid, paused) in order)."""
+        return self.__dict__.setdefault("_recordings", {
+            "media": {}, "fail_downloads": 0, "downloads": [], "deleted": [], "paused": []})
+
+    def add_recording(self, recording_sid: str, media: bytes) -> None:
+        """Make the fake provider hold ``media`` as ``recording_sid`` (tests, the simulator)."""
+        self._recording_state()["media"][recording_sid] = media
+
+    def fail_next_downloads(self, count: int) -> None:
+        """Make the next ``count`` downloads fail with TelephonyError."""
+        self._recording_state()["fail_downloads"] = count
+
+    def download_recording(self, recording_sid: str) -> bytes:
+        state = self._recording_state()
+        state["downloads"].append(recording_sid)
+        if state["fail_downloads"] > 0:
+            state["fail_downloads"] -= 1
+            raise TelephonyError(f"download of {recording_sid} failed (fake)")
+        if recording_sid not in state["media"]:
+            raise RecordingNotFound(f"the provider has no recording {recording_sid}")
+        return state["media"][recording_sid]
+
+    def delete_recording(self, recording_sid: str) -> bool:
+        state = self._recording_state()
+        state["deleted"].append(recording_sid)
+        return state["media"].pop(recording_sid, None) is not None
+
+    def set_recording_paused(self, call_sid: str, paused: bool) -> None:
+        if self.fail_calls:
+            raise TelephonyError(f"recording on {call_sid} not reachable (fake)")
+        self._recording_state()["paused"].append((call_sid, paused))
+        self._record("pause_recording" if paused else "resume_recording", call_sid, None)
 
 
 def make_client(kind: str, account_sid: str, auth_token: str, base_url: str) -> TelephonyClient:

@@ -1,0 +1,166 @@
+"""JSON API for call recordings: list a call's recordings and stream one (QA and supervisor
+roles only; every access audited), and pause/resume the recording of a live call.
+
+Every access to recordings states a reason: ``?reason=…`` (a browser player can only set the
+URL) or the ``X-Access-Reason`` header, 3–500 characters. The audit row (token, role, time,
+recording or call, action, reason, byte range) is committed before any data is sent.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request
+from sqlalchemy import select
+
+from admin.auth import require_roles
+from db import get_session
+from ivr.calls import find_call
+from recording.crypto import Keyring
+from recording.jobs import Services
+from recording.models import FETCH_DONE, FETCH_STORED, Recording, RecordingAccess, RecordingPause
+from telephony.client import TelephonyError
+
+bp = Blueprint("recordings_api", __name__, url_prefix="/api")
+
+LISTENERS = ("qa", "supervisor")
+
+
+def _now():
+    return current_app.config["CLOCK"]()
+
+
+def _reason() -> str:
+    reason = (request.args.get("reason") or request.headers.get("X-Access-Reason") or "").strip()
+    if not 3 <= len(reason) <= 500:
+        abort(400, "state why you access the recording: ?reason=… or the X-Access-Reason "
+                   "header (3-500 characters)")
+    return reason
+
+
+def _audit(session, *, action: str, reason: str, call_sid: str | None = None,
+           recording_sid: str | None = None, byte_range: str | None = None) -> None:
+    session.add(RecordingAccess(token_id=g.principal.token_id, role=g.principal.role, action=action,
+                                call_sid=call_sid, recording_sid=recording_sid, reason=reason,
+                                byte_range=(byte_range or None) and byte_range[:64],
+                                accessed_at=_now()))
+    session.commit()
+
+
+def _iso(value):
+    return value.isoformat() if value else None
+
+
+def _recording_json(recording: Recording) -> dict:
+    return {"recording_sid": recording.recording_sid, "call_sid": recording.call_sid,
+            "status": recording.status, "duration_seconds": recording.duration_seconds,
+            "channels": recording.channels, "recorded_at": _iso(recording.recorded_at),
+            "delete_after": _iso(recording.delete_after), "deleted_at": _iso(recording.deleted_at),
+            "deletion_reason": recording.deletion_reason, "stored": recording.fetch_state,
+            "size_bytes": recording.size_bytes, "sha256": recording.sha256,
+            "available": recording.deleted_at is None
+            and recording.fetch_state in (FETCH_STORED, FETCH_DONE),
+            "audio_url": f"/api/recordings/{recording.recording_sid}/audio"}
+
+
+def _pauses(session, call_sid: str) -> list[dict]:
+    return [{"paused_at": _iso(p.paused_at), "resumed_at": _iso(p.resumed_at), "reason": p.reason}
+            for p in session.scalars(select(RecordingPause).where(RecordingPause.call_sid == call_sid)
+                                     .order_by(RecordingPause.id))]
+
+
+@bp.get("/calls/<call_sid>/recordings")
+@require_roles(*LISTENERS)
+def list_call_recordings(call_sid: str):
+    """The recordings of one call (deleted ones too, with ``deleted_at``) and the stretches
+    during which recording was paused: ``{"call_sid", "recordings": […], "pauses": […]}``.
+    Audited as ``list``. 400 without a reason."""
+    reason = _reason()
+    session = get_session()
+    call_sid = call_sid[:64]
+    recordings = session.scalars(select(Recording).where(Recording.call_sid == call_sid)
+                                 .order_by(Recording.id)).all()
+    result = {"call_sid": call_sid, "recordings": [_recording_json(r) for r in recordings],
+              "pauses": _pauses(session, call_sid)}
+    _audit(session, action="list", reason=reason, call_sid=call_sid)
+    return jsonify(result)
+
+
+@bp.get("/recordings/<recording_sid>/audio")
+@require_roles(*LISTENERS)
+def stream_recording(recording_sid: str):
+    """The recording's audio (WAV), decrypted, with HTTP Range support (206 with
+    Content-Range; 416 for a range past the end) so a player can seek. Each request is audited
+    as ``stream`` with its Range header. 404 unknown recording, 410 deleted, 409 not stored yet."""
+    reason = _reason()
+    session = get_session()
+    recording = session.scalar(select(Recording).where(Recording.recording_sid == recording_sid[:64]))
+    if recording is None:
+        abort(404, f"no recording {recording_sid[:64]!r}")
+    if recording.deleted_at is not None:
+        abort(410, f"recording deleted on {recording.deleted_at.isoformat()} ({recording.deletion_reason})")
+    if recording.fetch_state not in (FETCH_STORED, FETCH_DONE) or not recording.storage_key:
+        abort(409, "the recording has not been downloaded from the provider yet")
+    _audit(session, action="stream", reason=reason, call_sid=recording.call_sid,
+           recording_sid=recording.recording_sid, byte_range=request.headers.get("Range"))
+    services = Services.from_app(current_app)
+    keyring: Keyring | None = services.keyring
+    if keyring is None:
+        abort(503, "RECORDINGS_KEYS is not configured")
+    media = keyring.decrypt(services.store.get(recording.storage_key), recording.recording_sid)
+    response = Response(media, mimetype="audio/wav")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Disposition"] = f'inline; filename="{recording.recording_sid}.wav"'
+    return response.make_conditional(request, accept_ranges=True, complete_length=len(media))
+
+
+def _call_in_scope(session, call_sid: str):
+    call = find_call(session, call_sid[:64])
+    if call is None:
+        abort(404, f"no call {call_sid[:64]!r}")
+    if g.principal.role == "agent" and call.agent_id != g.principal.agent_id:
+        abort(403, "an agent may pause only the recording of their own call")
+    if call.ended_at is not None:
+        abort(409, "the call has ended")
+    return call
+
+
+@bp.post("/calls/<call_sid>/recording/pause")
+@require_roles("admin", "supervisor", "agent")
+def pause_recording(call_sid: str):
+    """Pause the call's recording (e.g. while a card number is read out): body optional
+    ``{"reason": "…"}``. 200 ``{"call_sid", "paused": true, "pauses": […]}``; 409 if already
+    paused or the call ended; 502 if the provider refused. An agent only on their own call."""
+    session = get_session()
+    call = _call_in_scope(session, call_sid)
+    body = request.get_json(silent=True) or {}
+    reason = str(body.get("reason", ""))[:255] if isinstance(body, dict) else ""
+    open_pause = session.scalar(select(RecordingPause).where(RecordingPause.call_sid == call.call_sid,
+                                                             RecordingPause.resumed_at.is_(None)))
+    if open_pause is not None:
+        abort(409, "the recording is already paused")
+    try:
+        current_app.extensions["telephony"].set_recording_paused(call.call_sid, True)
+    except TelephonyError as exc:
+        abort(502, str(exc))
+    session.add(RecordingPause(call_sid=call.call_sid, paused_at=_now(), token_id=g.principal.token_id,
+                               reason=reason))
+    session.commit()
+    return jsonify(call_sid=call.call_sid, paused=True, pauses=_pauses(session, call.call_sid))
+
+
+@bp.post("/calls/<call_sid>/recording/resume")
+@require_roles("admin", "supervisor", "agent")
+def resume_recording(call_sid: str):
+    """Resume the call's paused recording. 200 ``{"call_sid", "paused": false, "pauses": […]}``;
+    409 if it is not paused or the call ended; 502 if the provider refused."""
+    session = get_session()
+    call = _call_in_scope(session, call_sid)
+    open_pause = session.scalar(select(RecordingPause).where(RecordingPause.call_sid == call.call_sid,
+                                                             RecordingPause.resumed_at.is_(None)))
+    if open_pause is None:
+        abort(409, "the recording is not paused")
+    try:
+        current_app.extensions["telephony"].set_recording_paused(call.call_sid, False)
+    except TelephonyError as exc:
+        abort(502, str(exc))
+    open_pause.resumed_at = _now()
+    session.commit()
+    return jsonify(call_sid=call.call_sid, paused=False, pauses=_pauses(session, call.call_sid))

@@ -1,0 +1,346 @@
+"""The recording jobs: download (fetch), purge, erasure and the retention check.
+
+**Fetch** (``flask recordings fetch``): for each completed recording, download the media with
+the provider credentials (TelephonyClient.download_recording), verify it (non-empty WAV whose
+duration is within 2 s of the provider's RecordingDuration; size and SHA-256 recorded),
+encrypt it, write it under its one deterministic key, read it back and check it, commit
+``fetch_state='stored'``, and only then delete it at the provider and commit ``done``. Each
+recording is claimed with a lease (FETCH_LEASE_SECONDS) so concurrent workers never work on
+the same one. A process killed at any point leaves either the provider's copy (state
+``pending``: the next run downloads again and overwrites the same key) or our verified copy
+plus the provider's (``stored``: the next run only deletes at the provider) — after the
+lease runs out, never a lost recording nor a second stored copy. A failed download is
+retried after RECORDINGS_FETCH_RETRY_SECONDS, doubled each time (at most 6 h); after
+RECORDINGS_FETCH_MAX_ATTEMPTS failures the recording is ``gave_up`` and reported.
+
+**Purge** (``flask recordings purge``): recordings past ``delete_after`` are deleted from
+the store and at the provider (404 counts as deleted), in batches committed one by one; the
+row stays with ``deleted_at`` and one deletion-log entry per recording. Erasure is the same
+for one caller's recordings, whatever their date.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import wave
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Mapping
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from recording.crypto import Keyring
+from recording.deletion_log import DeletionLog
+from recording.models import (FETCH_ABSENT, FETCH_DONE, FETCH_GAVE_UP, FETCH_PENDING, FETCH_STORED,
+                              Recording, RecordingDeletion)
+from recording.storage import RecordingStore, StorageError, object_key
+from telephony.client import RecordingNotFound, TelephonyClient, TelephonyError
+
+FETCH_LEASE_SECONDS = 300
+MAX_RETRY_SECONDS = 6 * 3600
+DURATION_TOLERANCE_SECONDS = 2
+
+
+@dataclass
+class Services:
+    """What the jobs need: the provider, the store, the keys and the job settings."""
+
+    telephony: TelephonyClient
+    store: RecordingStore
+    keyring: Keyring | None
+    max_attempts: int = 8
+    retry_seconds: float = 60.0
+
+    @classmethod
+    def from_app(cls, app) -> "Services":
+        """Build from a Flask app's settings; the store is built once per app. The keyring is
+        None when RECORDINGS_KEYS is empty (fetch refuses to run; purge does not need it).
+        Raises recording.crypto.KeyConfigError for malformed keys."""
+        from recording.storage import make_store
+
+        config = app.config
+        store = app.extensions.get("recordings_store")
+        if store is None:
+            store = app.extensions["recordings_store"] = make_store(config)
+        keyring = Keyring.parse(config["RECORDINGS_KEYS"], config["RECORDINGS_KEY_ID"]) \
+            if config["RECORDINGS_KEYS"] else None
+        return cls(app.extensions["telephony"], store, keyring,
+                   config["RECORDINGS_FETCH_MAX_ATTEMPTS"], config["RECORDINGS_FETCH_RETRY_SECONDS"])
+
+
+class VerificationError(ValueError):
+    """Downloaded media is not what the provider described (empty, not WAV, wrong length)."""
+
+
+def wav_seconds(media: bytes) -> float:
+    """Return the duration in seconds of WAV ``media``. Raises VerificationError if it is not WAV."""
+    try:
+        with wave.open(io.BytesIO(media)) as reader:
+            rate = reader.getframerate()
+            return reader.getnframes() / rate if rate else 0.0
+    except (wave.Error, EOFError) as exc:
+        raise VerificationError(f"not WAV audio: {exc}") from exc
+
+
+def verify_media(media: bytes, expected_seconds: int | None) -> float:
+    """Check downloaded media; return its duration in seconds. Raises VerificationError."""
+    if not media:
+        raise VerificationError("empty media")
+    seconds = wav_seconds(media)
+    if expected_seconds is not None and abs(seconds - expected_seconds) > DURATION_TOLERANCE_SECONDS:
+        raise VerificationError(f"media lasts {seconds:.1f} s, the provider said {expected_seconds} s")
+    return seconds
+
+
+@dataclass
+class FetchReport:
+    """What one fetch run did: SIDs stored, deleted at the provider, failed (sid, error,
+    next attempt or None when given up)."""
+
+    stored: list[str] = field(default_factory=list)
+    provider_deleted: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str, datetime | None]] = field(default_factory=list)
+
+
+def _claim(session: Session, recording_id: int, now: datetime) -> bool:
+    result = session.execute(
+        update(Recording)
+        .where(Recording.id == recording_id, Recording.deleted_at.is_(None),
+               Recording.fetch_state.in_((FETCH_PENDING, FETCH_STORED)),
+               or_(Recording.fetch_lease_until.is_(None), Recording.fetch_lease_until <= now))
+        .values(fetch_lease_until=now + timedelta(seconds=FETCH_LEASE_SECONDS)))
+    session.commit()
+    return result.rowcount == 1
+
+
+def fetch_due(session: Session, services: Services, now: datetime, *, limit: int = 100) -> FetchReport:
+    """Run the download job once for up to ``limit`` recordings whose next attempt is due.
+
+    ``now`` is aware UTC. Commits after each step. Raises ValueError when no
+    encryption key is configured (nothing is downloaded unencrypted).
+    """
+    if services.keyring is None:
+        raise ValueError("RECORDINGS_KEYS is not set: recordings are never stored unencrypted")
+    report = FetchReport()
+    ids = session.scalars(
+        select(Recording.id)
+        .where(Recording.fetch_state.in_((FETCH_PENDING, FETCH_STORED)), Recording.deleted_at.is_(None),
+               or_(Recording.next_fetch_at.is_(None), Recording.next_fetch_at <= now),
+               or_(Recording.fetch_lease_until.is_(None), Recording.fetch_lease_until <= now))
+        .order_by(Recording.next_fetch_at, Recording.id).limit(limit)).all()
+    session.rollback()
+    for recording_id in ids:
+        if not _claim(session, recording_id, now):
+            continue
+        recording = session.get(Recording, recording_id, populate_existing=True)
+        if recording.fetch_state == FETCH_PENDING:
+            _download(session, services, recording, now, report)
+        if recording.fetch_state == FETCH_STORED:
+            _delete_at_provider(session, services, recording, now, report)
+    return report
+
+
+def _fail(session: Session, services: Services, recording: Recording, now: datetime, error: str,
+          report: FetchReport, *, may_give_up: bool) -> None:
+    recording.fetch_attempts += 1
+    recording.last_error = error[:255]
+    recording.fetch_lease_until = None
+    if may_give_up and recording.fetch_attempts >= services.max_attempts:
+        recording.fetch_state = FETCH_GAVE_UP
+        recording.next_fetch_at = None
+    else:
+        delay = min(services.retry_seconds * 2 ** (recording.fetch_attempts - 1), MAX_RETRY_SECONDS)
+        recording.next_fetch_at = now + timedelta(seconds=delay)
+    session.commit()
+    report.failed.append((recording.recording_sid, error, recording.next_fetch_at))
+
+
+def _download(session: Session, services: Services, recording: Recording, now: datetime,
+              report: FetchReport) -> None:
+    sid = recording.recording_sid
+    written = False
+    try:
+        key = object_key(sid, recording.recorded_at or recording.received_at)  # ValueError: odd SID
+        media = services.telephony.download_recording(sid)
+        seconds = verify_media(media, recording.duration_seconds)
+        digest = hashlib.sha256(media).hexdigest()
+        key_id, blob = services.keyring.encrypt(media, sid)
+        written = True
+        services.store.put(key, blob)
+        if hashlib.sha256(services.keyring.decrypt(services.store.get(key), sid)).hexdigest() != digest:
+            raise VerificationError("the stored copy does not read back")
+    except (TelephonyError, RecordingNotFound, VerificationError, StorageError, ValueError) as exc:
+        if written:  # an unverified copy is no copy: leave none behind
+            try:
+                services.store.delete(key)
+            except StorageError:
+                pass  # same key next time (overwritten), and purge deletes it by that key
+        _fail(session, services, recording, now, f"download: {exc}", report, may_give_up=True)
+        return
+    stored = session.execute(
+        update(Recording).where(Recording.id == recording.id, Recording.deleted_at.is_(None))
+        .values(fetch_state=FETCH_STORED, storage_key=key, key_id=key_id, size_bytes=len(media),
+                media_seconds=round(seconds), sha256=digest, stored_at=now, last_error=None,
+                updated_at=now)).rowcount
+    session.commit()
+    session.refresh(recording)
+    if not stored:  # purged or erased while we were downloading: keep no copy
+        services.store.delete(key)
+        return
+    report.stored.append(sid)
+
+
+def _delete_at_provider(session: Session, services: Services, recording: Recording, now: datetime,
+                        report: FetchReport) -> None:
+    try:
+        services.telephony.delete_recording(recording.recording_sid)  # False (404): already gone
+    except TelephonyError as exc:
+        _fail(session, services, recording, now, f"provider deletion: {exc}", report, may_give_up=False)
+        return
+    recording.fetch_state = FETCH_DONE
+    recording.provider_deleted_at = now
+    recording.fetch_lease_until = None
+    recording.next_fetch_at = None
+    recording.updated_at = now
+    session.commit()
+    report.provider_deleted.append(recording.recording_sid)
+
+
+@dataclass
+class PurgeReport:
+    """What a purge or erasure did: batches committed, recordings deleted, copies removed from
+    the store and at the provider (``provider_gone``: the provider had already deleted them),
+    and failures (sid, error) left for the next run."""
+
+    batches: int = 0
+    deleted: int = 0
+    store_deleted: int = 0
+    provider_deleted: int = 0
+    provider_gone: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def purge(session: Session, services: Services, now: datetime, *, reason: str = "retention",
+          batch_size: int = 500, max_batches: int | None = None, call_sids: Iterable[str] | None = None,
+          actor: str = "flask recordings purge", on_batch=None) -> PurgeReport:
+    """Delete recordings everywhere and log each deletion; keep their rows with ``deleted_at``.
+
+    Without ``call_sids``: recordings whose ``delete_after`` is at or before ``now``. With
+    them: every not-yet-deleted recording of those calls (erasure), whatever its date.
+    Absent recordings (no media) are never touched. Works in batches of ``batch_size``
+    recordings, each committed with its deletion-log entries; stops after ``max_batches``.
+    Running it again is harmless: deleted rows are not selected again, a missing object or a
+    provider 404 counts as deleted. ``on_batch(report)`` is called after each commit.
+    """
+    report = PurgeReport()
+    log = DeletionLog(session)
+    last_id = 0
+    condition = [Recording.deleted_at.is_(None), Recording.fetch_state != FETCH_ABSENT]
+    if call_sids is None:
+        condition.append(and_(Recording.delete_after.is_not(None), Recording.delete_after <= now))
+    else:
+        condition.append(Recording.call_sid.in_(sorted(set(call_sids))))
+    while max_batches is None or report.batches < max_batches:
+        log.begin()  # one purge at a time picks and deletes (the log's writer lock)
+        rows = session.execute(
+            select(Recording.id, Recording.recording_sid, Recording.call_sid, Recording.storage_key,
+                   Recording.sha256, Recording.provider_deleted_at, Recording.recorded_at,
+                   Recording.received_at)
+            .where(Recording.id > last_id, *condition).order_by(Recording.id).limit(batch_size)).all()
+        if not rows:
+            session.rollback()
+            break
+        last_id = rows[-1].id
+        changes = []
+        for row in rows:
+            locations = []
+            try:
+                if row.storage_key:
+                    where = services.store.location(row.storage_key)
+                    gone = not services.store.delete(row.storage_key)
+                    locations.append(where + (" (already absent)" if gone else ""))
+                    report.store_deleted += not gone
+                elif row.recording_sid.isascii() and row.recording_sid.isalnum():
+                    # Not recorded as stored, but a download killed before its commit may
+                    # have written the object under its one deterministic key.
+                    key = object_key(row.recording_sid, row.recorded_at or row.received_at)
+                    if services.store.delete(key):
+                        locations.append(services.store.location(key) + " (unrecorded copy)")
+                        report.store_deleted += 1
+                if row.provider_deleted_at is None:
+                    deleted = services.telephony.delete_recording(row.recording_sid)
+                    locations.append("provider" + ("" if deleted else " (404: already deleted)"))
+                    report.provider_deleted += deleted
+                    report.provider_gone += not deleted
+            except (StorageError, TelephonyError) as exc:
+                report.failed.append((row.recording_sid, str(exc)))
+                continue
+            changes.append({"id": row.id, "deleted_at": now, "deletion_reason": reason,
+                            "provider_deleted_at": row.provider_deleted_at or now,
+                            "fetch_lease_until": None, "updated_at": now})
+            log.append(recording_sid=row.recording_sid, call_sid=row.call_sid, sha256=row.sha256,
+                       reason=reason, locations=locations or ["nothing stored"], actor=actor,
+                       deleted_at=now)
+        if changes:
+            session.execute(update(Recording), changes)
+            log.flush()
+        session.commit()
+        log.reset()
+        report.batches += 1
+        report.deleted += len(changes)
+        if on_batch is not None:
+            on_batch(report)
+    return report
+
+
+def caller_call_sids(session: Session, number: str) -> list[str]:
+    """CallSids of every call with the caller ``number`` (E.164): their own calls and the
+    callbacks we dialled to them."""
+    from ivr.models import Call
+    from routing.models import Callback
+
+    sids = set(session.scalars(select(Call.call_sid).where(Call.from_number == number)))
+    sids |= {s for s in session.scalars(select(Callback.outbound_call_sid)
+                                        .where(Callback.number == number)) if s}
+    sids |= set(session.scalars(select(Call.call_sid).join(Callback, Callback.call_id == Call.id)
+                                .where(Callback.number == number)))
+    return sorted(sids)
+
+
+@dataclass
+class RetentionReport:
+    """Recordings that should be gone and are not: (sid, where it still is)."""
+
+    overdue: list[tuple[str, str]] = field(default_factory=list)
+    unlogged: list[str] = field(default_factory=list)
+
+
+def overdue_recordings(session: Session, services: Services, now: datetime) -> RetentionReport:
+    """Every recording past its date that still exists anywhere: not purged (in the store
+    and/or at the provider), or purged but its object still in the store; and deleted
+    recordings without a deletion-log entry. Lists the store once."""
+    report = RetentionReport()
+    for row in session.execute(
+            select(Recording.recording_sid, Recording.storage_key, Recording.provider_deleted_at)
+            .where(Recording.deleted_at.is_(None), Recording.fetch_state != FETCH_ABSENT,
+                   Recording.delete_after.is_not(None), Recording.delete_after <= now)
+            .order_by(Recording.delete_after)):
+        places = []
+        if row.storage_key:
+            places.append(services.store.location(row.storage_key))
+        if row.provider_deleted_at is None:
+            places.append("provider")
+        report.overdue.append((row.recording_sid, ", ".join(places) or "metadata only"))
+    keys = set(services.store.keys())
+    for row in session.execute(select(Recording.recording_sid, Recording.storage_key)
+                               .where(Recording.deleted_at.is_not(None),
+                                      Recording.storage_key.is_not(None))):
+        if row.storage_key in keys:
+            report.overdue.append((row.recording_sid, services.store.location(row.storage_key)
+                                   + " (marked deleted)"))
+    logged = select(RecordingDeletion.recording_sid).scalar_subquery()
+    report.unlogged = list(session.scalars(
+        select(Recording.recording_sid).where(Recording.deleted_at.is_not(None),
+                                              Recording.recording_sid.not_in(logged))))
+    return report
