@@ -645,11 +645,14 @@ def _hold_twiml(session, config: LineConfig, call: Call) -> VoiceResponse:
     hold = current_app.config["HOLD_SECONDS"]
     queue = session.get(Queue, call.queue_id) if call.queue_id is not None else None
     limit = config.policy(queue.name).max_wait_seconds if queue is not None else None
+    short = False
     if limit is not None:
-        hold = max(1, min(hold, math.ceil(limit - _waited(call))))
-    if music:
+        remaining = max(1, math.ceil(limit - _waited(call)))
+        short = remaining < hold
+        hold = min(hold, remaining)
+    if music and not short:
         gather.play(music)
-    else:
+    else:  # silence, or only the seconds left before the queue's maximum wait
         gather.pause(length=hold)
     return response
 

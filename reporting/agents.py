@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from routing.models import Agent, AgentStateChange
@@ -95,7 +95,8 @@ def agent_times(session: Session, start: datetime, end: datetime, *,
     return result
 
 
-def offer_delays(session: Session, start: datetime, end: datetime) -> list[float]:
+def offer_delays(session: Session, start: datetime, end: datetime, *,
+                 call_ids: list[int] | None = None) -> list[float]:
     """Seconds an agent stayed free while a call could have been offered, once per offer in
     [start, end): ``offered − max(agent free since, the call's queue entry)``.
 
@@ -103,7 +104,8 @@ def offer_delays(session: Session, start: datetime, end: datetime) -> list[float
     agent, or recorded at the moment a wrap-up timer ran out). Dispatch offers the
     longest-waiting call, so when a caller was waiting as the agent became free this is the
     agent's idle time before the offer; when none was, it is the time from the next caller's
-    queue entry to the offer. A work-conserving ACD keeps every value near 0.
+    queue entry to the offer. A work-conserving ACD keeps every value near 0. ``call_ids``
+    limits it to offers of those calls.
     """
     from ivr.models import Call
 
@@ -114,7 +116,8 @@ def offer_delays(session: Session, start: datetime, end: datetime) -> list[float
     rows = session.execute(
         select(_offer.c.at, previous, Call.queue_entered_at)
         .join(Call, Call.id == _offer.c.call_id)
-        .where(_offer.c.state == "offered", _offer.c.at >= start, _offer.c.at < end))
+        .where(_offer.c.state == "offered", _offer.c.at >= start, _offer.c.at < end)
+        .where(_offer.c.call_id.in_(call_ids) if call_ids is not None else true()))
     delays = []
     for offered, free_since, entered in rows:
         if free_since is None or entered is None:

@@ -473,9 +473,12 @@ class Simulation:
                     threshold=self.settings.get("SERVICE_LEVEL_SECONDS", 20))
                 if self.result.first_event is not None:
                     from reporting.agents import offer_delays
+                    from ivr.models import Call
+                    ids = list(get_session().scalars(select(Call.id).where(
+                        Call.call_sid.in_(self.result.call_sids))))
                     self.result.offer_delays = offer_delays(
                         get_session(), self.result.first_event,
-                        self.result.last_event + timedelta(seconds=1))
+                        self.result.last_event + timedelta(seconds=1), call_ids=ids)
         finally:
             self.app.extensions["db_engine"].dispose()
             self.result.wall_seconds = wallclock.perf_counter() - started

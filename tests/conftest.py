@@ -18,8 +18,9 @@ from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-FIXTURES = json.loads((SHARED / "fixtures" / "twilio-webhooks.json").read_text(encoding="utf-8"))
+# The team's webhook fixtures (real provider requests and their signatures), kept with the tests
+# so a clone anywhere runs them; the original is shared/fixtures/twilio-webhooks.json.
+FIXTURES = json.loads((ROOT / "tests" / "fixtures" / "twilio-webhooks.json").read_text(encoding="utf-8"))
 AUTH_TOKEN = FIXTURES["test_auth_token"]
 PUBLIC_BASE = "https://hotline.example.ee"
 SAMPLE_CONFIG = ROOT / "config" / "line.sample.yaml"

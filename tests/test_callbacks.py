@@ -262,9 +262,15 @@ def test_a_caller_leaves_the_queue_at_its_maximum_wait_with_a_callback_offer(loa
     client = loaded_app.test_client()
     caller = Caller(client)
     assert _queue(caller, language="1", topic="1").find("Enqueue").text == "et.pension"
-    clock.advance(590)  # et.pension waits at most 600 s in the sample configuration
+    loaded_app.config["HOLD_MUSIC_URL"] = "https://hotline.example.ee/hold.mp3"
+    clock.advance(570)  # et.pension waits at most 600 s in the sample configuration
     hold = parse(caller.post("/twilio/queue/wait"))
-    assert hold[0].find("Pause").get("length") == "10"  # the next request comes at 600 s
+    assert hold[0].findall("Play")[-1].text == "https://hotline.example.ee/hold.mp3"  # 30 s left
+    clock.advance(20)
+    hold = parse(caller.post("/twilio/queue/wait"))
+    # Not the whole track: only the 10 s left, so the next request comes at 600 s.
+    assert "https://hotline.example.ee/hold.mp3" not in [p.text for p in hold[0].findall("Play")]
+    assert hold[0].find("Pause").get("length") == "10"
     clock.advance(10)
     assert verbs(parse(caller.post("/twilio/queue/wait"))) == ["Leave"]
     offer = parse(caller.post("/twilio/queue/after", QueueResult="leave"))
