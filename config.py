@@ -119,4 +119,14 @@ def load_settings(environ: Mapping[str, str] | None = None,
         else:
             result[setting.name] = setting.default
     result.update(overrides)
+    _validate(result)
     return result
+
+
+def _validate(settings: Mapping[str, Any]) -> None:
+    """Refuse settings that parse but cannot work. Raises ConfigError."""
+    months = settings.get("RECORDINGS_RETENTION_MONTHS")
+    if months is not None and (isinstance(months, bool) or not isinstance(months, int)
+                               or not 1 <= months <= 1200):
+        raise ConfigError(f"RECORDINGS_RETENTION_MONTHS: must be a whole number of months from 1 "
+                          f"to 1200, not {months!r}")

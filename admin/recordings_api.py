@@ -8,13 +8,14 @@ recording or call, action, reason, byte range) is committed before any data is s
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from admin.auth import require_roles
 from db import get_session
 from ivr.calls import find_call
-from recording.crypto import Keyring
+from recording.crypto import DecryptionError, KeyConfigError, Keyring
 from recording.jobs import Services
+from recording.storage import StorageError
 from recording.models import FETCH_DONE, FETCH_STORED, Recording, RecordingAccess, RecordingPause
 from telephony.client import TelephonyError
 
@@ -27,8 +28,16 @@ def _now():
     return current_app.config["CLOCK"]()
 
 
+def _no_nul(value: str, what: str) -> str:
+    """``value``, or 400 when it holds a NUL character (PostgreSQL text cannot store one)."""
+    if "\x00" in value:
+        abort(400, f"{what} must not contain NUL characters")
+    return value
+
+
 def _reason() -> str:
     reason = (request.args.get("reason") or request.headers.get("X-Access-Reason") or "").strip()
+    _no_nul(reason, "the access reason")
     if not 3 <= len(reason) <= 500:
         abort(400, "state why you access the recording: ?reason=… or the X-Access-Reason "
                    "header (3-500 characters)")
@@ -72,9 +81,9 @@ def list_call_recordings(call_sid: str):
     """The recordings of one call (deleted ones too, with ``deleted_at``) and the stretches
     during which recording was paused: ``{"call_sid", "recordings": […], "pauses": […]}``.
     Audited as ``list``. 400 without a reason."""
+    call_sid = _no_nul(call_sid, "the CallSid")[:64]
     reason = _reason()
     session = get_session()
-    call_sid = call_sid[:64]
     recordings = session.scalars(select(Recording).where(Recording.call_sid == call_sid)
                                  .order_by(Recording.id)).all()
     result = {"call_sid": call_sid, "recordings": [_recording_json(r) for r in recordings],
@@ -88,7 +97,10 @@ def list_call_recordings(call_sid: str):
 def stream_recording(recording_sid: str):
     """The recording's audio (WAV), decrypted, with HTTP Range support (206 with
     Content-Range; 416 for a range past the end) so a player can seek. Each request is audited
-    as ``stream`` with its Range header. 404 unknown recording, 410 deleted, 409 not stored yet."""
+    as ``stream`` with its Range header. 404 unknown recording, 410 deleted, 409 not stored yet;
+    after the audit row: 503 when the recording's key is not configured or the store cannot
+    deliver the object, 409 when the stored copy does not decrypt (altered) — never a 500."""
+    _no_nul(recording_sid, "the RecordingSid")
     reason = _reason()
     session = get_session()
     recording = session.scalar(select(Recording).where(Recording.recording_sid == recording_sid[:64]))
@@ -100,11 +112,25 @@ def stream_recording(recording_sid: str):
         abort(409, "the recording has not been downloaded from the provider yet")
     _audit(session, action="stream", reason=reason, call_sid=recording.call_sid,
            recording_sid=recording.recording_sid, byte_range=request.headers.get("Range"))
-    services = Services.from_app(current_app)
+    try:
+        services = Services.from_app(current_app)
+    except (KeyConfigError, ValueError) as exc:
+        current_app.logger.error("recordings configuration: %s", exc)
+        abort(503, f"the recordings configuration is unusable: {exc}")
     keyring: Keyring | None = services.keyring
     if keyring is None:
         abort(503, "RECORDINGS_KEYS is not configured")
-    media = keyring.decrypt(services.store.get(recording.storage_key), recording.recording_sid)
+    try:
+        media = keyring.decrypt(services.store.get(recording.storage_key), recording.recording_sid)
+    except KeyConfigError as exc:
+        current_app.logger.error("recording %s: %s", recording.recording_sid, exc)
+        abort(503, f"the recording cannot be decrypted: {exc} (add its key to RECORDINGS_KEYS)")
+    except StorageError as exc:
+        current_app.logger.error("recording %s: %s", recording.recording_sid, exc)
+        abort(503, "the recording's stored copy cannot be read from storage")
+    except DecryptionError as exc:
+        current_app.logger.error("recording %s: %s", recording.recording_sid, exc)
+        abort(409, "the recording's stored copy does not decrypt: it was altered or replaced")
     response = Response(media, mimetype="audio/wav")
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Disposition"] = f'inline; filename="{recording.recording_sid}.wav"'
@@ -112,6 +138,7 @@ def stream_recording(recording_sid: str):
 
 
 def _call_in_scope(session, call_sid: str):
+    _no_nul(call_sid, "the CallSid")
     call = find_call(session, call_sid[:64])
     if call is None:
         abort(404, f"no call {call_sid[:64]!r}")
@@ -132,18 +159,29 @@ def pause_recording(call_sid: str):
     call = _call_in_scope(session, call_sid)
     body = request.get_json(silent=True) or {}
     reason = str(body.get("reason", ""))[:255] if isinstance(body, dict) else ""
+    _no_nul(reason, "the pause reason")
     open_pause = session.scalar(select(RecordingPause).where(RecordingPause.call_sid == call.call_sid,
                                                              RecordingPause.resumed_at.is_(None)))
     if open_pause is not None:
         abort(409, "the recording is already paused")
-    try:
-        current_app.extensions["telephony"].set_recording_paused(call.call_sid, True)
-    except TelephonyError as exc:
-        abort(502, str(exc))
-    session.add(RecordingPause(call_sid=call.call_sid, paused_at=_now(), token_id=g.principal.token_id,
-                               reason=reason))
+    # Commit the pause first: once the provider has paused, there is always a row to resume.
+    # (No ORM attribute is read after the commit until the provider answers, so no transaction
+    # — on SQLite a write lock — is held during the provider call.)
+    call_sid = call.call_sid
+    pause = RecordingPause(call_sid=call_sid, paused_at=_now(), token_id=g.principal.token_id,
+                           reason=reason)
+    session.add(pause)
+    session.flush()
+    pause_id = pause.id
     session.commit()
-    return jsonify(call_sid=call.call_sid, paused=True, pauses=_pauses(session, call.call_sid))
+    try:
+        current_app.extensions["telephony"].set_recording_paused(call_sid, True)
+    except TelephonyError as exc:
+        # The provider did not pause: withdraw the intent.
+        session.execute(delete(RecordingPause).where(RecordingPause.id == pause_id))
+        session.commit()
+        abort(502, str(exc))
+    return jsonify(call_sid=call_sid, paused=True, pauses=_pauses(session, call_sid))
 
 
 @bp.post("/calls/<call_sid>/recording/resume")

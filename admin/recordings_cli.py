@@ -121,9 +121,13 @@ def recordings_verify_log() -> None:
         click.echo(f"OVERDUE\t{sid}\tstill in {where}")
     for sid in retention.unlogged:
         click.echo(f"UNLOGGED\t{sid}\tdeleted without a deletion-log entry")
+    for name in retention.partial_files:
+        click.echo(f"PARTIAL FILE\t{name}\tleft by an interrupted download (purge or the next "
+                   "download of that recording removes it)")
     click.echo(f"deletion log: {chain.entries} entries, chain {'intact' if chain.ok else 'BROKEN'}; "
-               f"{len(retention.overdue)} overdue recording(s), {len(retention.unlogged)} unlogged")
-    if not chain.ok or retention.overdue or retention.unlogged:
+               f"{len(retention.overdue)} overdue recording(s), {len(retention.unlogged)} unlogged, "
+               f"{len(retention.partial_files)} partial file(s)")
+    if not chain.ok or retention.overdue or retention.unlogged or retention.partial_files:
         raise SystemExit(1)
 
 

@@ -9,7 +9,7 @@ anything after it change nothing.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,6 +22,9 @@ from telephony.params import parse_int, parse_timestamp
 _STATUS_RANK = {"in-progress": 0, "paused": 1, "stopped": 2, "processing": 3,
                 "completed": 4, "absent": 4, "failed": 4, "deleted": 5}
 FINAL = 4
+# A RecordingStartTime outside this range is ignored (retention counts from the callback's arrival).
+EARLIEST_START = datetime(2000, 1, 1, tzinfo=timezone.utc)
+MAX_START_AHEAD = timedelta(days=1)
 
 
 def store_recording_callback(session: Session, params: dict[str, str], now: datetime, *,
@@ -49,11 +52,18 @@ def store_recording_callback(session: Session, params: dict[str, str], now: date
     if not recording.call_sid:
         recording.call_sid = params.get("CallSid", "")[:64]
     recording.status = status
-    recording.duration_seconds = parse_int(params.get("RecordingDuration")) or recording.duration_seconds
-    recording.channels = parse_int(params.get("RecordingChannels")) or recording.channels
+    duration = parse_int(params.get("RecordingDuration"))  # 0 is a real duration, not "unknown"
+    if duration is not None:
+        recording.duration_seconds = duration
+    channels = parse_int(params.get("RecordingChannels"))
+    if channels is not None:
+        recording.channels = channels
     recording.url = (params.get("RecordingUrl") or recording.url or "")[:512]
     recording.source = (params.get("RecordingSource") or recording.source or "")[:32] or None
-    recording.started_at = parse_timestamp(params.get("RecordingStartTime")) or recording.started_at
+    started = parse_timestamp(params.get("RecordingStartTime"))
+    if started is not None and not EARLIEST_START <= started <= now + MAX_START_AHEAD:
+        started = None  # implausible (year 9999, year 1): count retention from arrival instead
+    recording.started_at = started or recording.started_at
     recording.recorded_at = recording.started_at or recording.received_at or now
     recording.updated_at = now
     if status == "completed":

@@ -51,6 +51,7 @@ class Services:
     keyring: Keyring | None
     max_attempts: int = 8
     retry_seconds: float = 60.0
+    clock: Any = None  # () -> aware UTC now; leases are counted from each claim's own time
 
     @classmethod
     def from_app(cls, app) -> "Services":
@@ -66,28 +67,68 @@ class Services:
         keyring = Keyring.parse(config["RECORDINGS_KEYS"], config["RECORDINGS_KEY_ID"]) \
             if config["RECORDINGS_KEYS"] else None
         return cls(app.extensions["telephony"], store, keyring,
-                   config["RECORDINGS_FETCH_MAX_ATTEMPTS"], config["RECORDINGS_FETCH_RETRY_SECONDS"])
+                   config["RECORDINGS_FETCH_MAX_ATTEMPTS"], config["RECORDINGS_FETCH_RETRY_SECONDS"],
+                   config.get("CLOCK"))
 
 
 class VerificationError(ValueError):
     """Downloaded media is not what the provider described (empty, not WAV, wrong length)."""
 
 
+MIN_SECONDS_WITHOUT_DURATION = 1.0
+
+
+def _data_chunk(media: bytes) -> tuple[int, int]:
+    """Return (offset, declared size) of the WAV ``data`` chunk; VerificationError if the RIFF
+    structure is broken or the data chunk claims more bytes than the body holds."""
+    if len(media) < 12 or media[:4] != b"RIFF" or media[8:12] != b"WAVE":
+        raise VerificationError("not WAV audio: no RIFF/WAVE header")
+    pos = 12
+    while pos + 8 <= len(media):
+        chunk_id, size = media[pos:pos + 4], int.from_bytes(media[pos + 4:pos + 8], "little")
+        start = pos + 8
+        if chunk_id == b"data":
+            if start + size > len(media):
+                raise VerificationError(f"truncated WAV: the data chunk declares {size} bytes, "
+                                        f"{len(media) - start} are present")
+            return start, size
+        pos = start + size + (size & 1)
+    raise VerificationError("not WAV audio: no data chunk")
+
+
 def wav_seconds(media: bytes) -> float:
-    """Return the duration in seconds of WAV ``media``. Raises VerificationError if it is not WAV."""
+    """Return the duration in seconds of WAV ``media``, counted from the audio bytes actually
+    present. Raises VerificationError if it is not WAV, truncated (the header promises more
+    audio than the body holds), or has no frames."""
+    _, data_size = _data_chunk(media)
     try:
         with wave.open(io.BytesIO(media)) as reader:
             rate = reader.getframerate()
-            return reader.getnframes() / rate if rate else 0.0
+            frames = reader.getnframes()
+            block = reader.getnchannels() * reader.getsampwidth()
     except (wave.Error, EOFError) as exc:
         raise VerificationError(f"not WAV audio: {exc}") from exc
+    if not rate or not block:
+        raise VerificationError("not WAV audio: zero sample rate or frame size")
+    if frames * block != data_size:
+        raise VerificationError(f"truncated WAV: {frames} frames of {block} bytes do not fill the "
+                                f"{data_size}-byte data chunk")
+    if frames == 0:
+        raise VerificationError("WAV without audio (0 frames)")
+    return frames / rate
 
 
 def verify_media(media: bytes, expected_seconds: int | None) -> float:
-    """Check downloaded media; return its duration in seconds. Raises VerificationError."""
+    """Check downloaded media; return its duration in seconds. Raises VerificationError.
+
+    The WAV must be complete (its data chunk fits in the bytes received, whole frames), hold at
+    least one frame, last within DURATION_TOLERANCE_SECONDS of ``expected_seconds`` and, when
+    the provider gave no duration, at least MIN_SECONDS_WITHOUT_DURATION."""
     if not media:
         raise VerificationError("empty media")
     seconds = wav_seconds(media)
+    if expected_seconds is None and seconds < MIN_SECONDS_WITHOUT_DURATION:
+        raise VerificationError(f"media lasts {seconds:.2f} s and the provider gave no duration")
     if expected_seconds is not None and abs(seconds - expected_seconds) > DURATION_TOLERANCE_SECONDS:
         raise VerificationError(f"media lasts {seconds:.1f} s, the provider said {expected_seconds} s")
     return seconds
@@ -131,7 +172,10 @@ def fetch_due(session: Session, services: Services, now: datetime, *, limit: int
         .order_by(Recording.next_fetch_at, Recording.id).limit(limit)).all()
     session.rollback()
     for recording_id in ids:
-        if not _claim(session, recording_id, now):
+        # The lease runs from the claim, not from the round's start: a round whose earlier
+        # downloads were slow must not claim with a lease that has already run out.
+        claimed_at = max(services.clock(), now) if services.clock is not None else now
+        if not _claim(session, recording_id, claimed_at):
             continue
         recording = session.get(Recording, recording_id, populate_existing=True)
         if recording.fetch_state == FETCH_PENDING:
@@ -158,12 +202,14 @@ def _fail(session: Session, services: Services, recording: Recording, now: datet
 
 def _download(session: Session, services: Services, recording: Recording, now: datetime,
               report: FetchReport) -> None:
-    sid = recording.recording_sid
+    sid, recording_id, expected = recording.recording_sid, recording.id, recording.duration_seconds
+    made_at = recording.recorded_at or recording.received_at
+    session.commit()  # hold no transaction (on SQLite: no write lock) during the download
     written = False
     try:
-        key = object_key(sid, recording.recorded_at or recording.received_at)  # ValueError: odd SID
+        key = object_key(sid, made_at)  # ValueError: odd SID
         media = services.telephony.download_recording(sid)
-        seconds = verify_media(media, recording.duration_seconds)
+        seconds = verify_media(media, expected)
         digest = hashlib.sha256(media).hexdigest()
         key_id, blob = services.keyring.encrypt(media, sid)
         written = True
@@ -178,15 +224,22 @@ def _download(session: Session, services: Services, recording: Recording, now: d
                 pass  # same key next time (overwritten), and purge deletes it by that key
         _fail(session, services, recording, now, f"download: {exc}", report, may_give_up=True)
         return
+    # Re-check deleted_at under the row lock: this UPDATE locks the row, waits for a purge or
+    # erasure that holds it (purge selects FOR UPDATE) and, once that commits, re-evaluates
+    # ``deleted_at IS NULL`` on the committed row (PostgreSQL READ COMMITTED), so a recording
+    # erased meanwhile is never marked stored.
     stored = session.execute(
-        update(Recording).where(Recording.id == recording.id, Recording.deleted_at.is_(None))
+        update(Recording).where(Recording.id == recording_id, Recording.deleted_at.is_(None))
         .values(fetch_state=FETCH_STORED, storage_key=key, key_id=key_id, size_bytes=len(media),
                 media_seconds=round(seconds), sha256=digest, stored_at=now, last_error=None,
                 updated_at=now)).rowcount
     session.commit()
     session.refresh(recording)
     if not stored:  # purged or erased while we were downloading: keep no copy
-        services.store.delete(key)
+        try:
+            services.store.delete(key)
+        except StorageError:
+            pass  # purge deletes it by its deterministic key; verify-log reports it meanwhile
         return
     report.stored.append(sid)
 
@@ -232,6 +285,13 @@ def purge(session: Session, services: Services, now: datetime, *, reason: str = 
     recordings, each committed with its deletion-log entries; stops after ``max_batches``.
     Running it again is harmless: deleted rows are not selected again, a missing object or a
     provider 404 counts as deleted. ``on_batch(report)`` is called after each commit.
+
+    The rows of a batch are locked (SELECT … FOR UPDATE) until its commit, so a download
+    running meanwhile cannot mark one ``stored``: its conditional UPDATE waits, then sees
+    ``deleted_at`` and deletes its own copy. The retention purge skips recordings leased to a
+    running download (the next run takes them); erasure does not wait for them. When the store
+    copy was deleted but the provider's deletion failed, that store deletion is logged at once
+    (the row loses its storage key and stays undeleted) and the next run logs the provider's.
     """
     report = PurgeReport()
     log = DeletionLog(session)
@@ -239,6 +299,8 @@ def purge(session: Session, services: Services, now: datetime, *, reason: str = 
     condition = [Recording.deleted_at.is_(None), Recording.fetch_state != FETCH_ABSENT]
     if call_sids is None:
         condition.append(and_(Recording.delete_after.is_not(None), Recording.delete_after <= now))
+        # A recording leased to a running download is left for the next run.
+        condition.append(or_(Recording.fetch_lease_until.is_(None), Recording.fetch_lease_until <= now))
     else:
         condition.append(Recording.call_sid.in_(sorted(set(call_sids))))
     while max_batches is None or report.batches < max_batches:
@@ -247,20 +309,24 @@ def purge(session: Session, services: Services, now: datetime, *, reason: str = 
             select(Recording.id, Recording.recording_sid, Recording.call_sid, Recording.storage_key,
                    Recording.sha256, Recording.provider_deleted_at, Recording.recorded_at,
                    Recording.received_at)
-            .where(Recording.id > last_id, *condition).order_by(Recording.id).limit(batch_size)).all()
+            .where(Recording.id > last_id, *condition).order_by(Recording.id).limit(batch_size)
+            .with_for_update()).all()  # a download cannot mark these stored until we commit
         if not rows:
             session.rollback()
             break
         last_id = rows[-1].id
         changes = []
+        partial = []
         for row in rows:
             locations = []
+            store_done = False
             try:
                 if row.storage_key:
                     where = services.store.location(row.storage_key)
                     gone = not services.store.delete(row.storage_key)
                     locations.append(where + (" (already absent)" if gone else ""))
                     report.store_deleted += not gone
+                    store_done = not gone
                 elif row.recording_sid.isascii() and row.recording_sid.isalnum():
                     # Not recorded as stored, but a download killed before its commit may
                     # have written the object under its one deterministic key.
@@ -268,6 +334,7 @@ def purge(session: Session, services: Services, now: datetime, *, reason: str = 
                     if services.store.delete(key):
                         locations.append(services.store.location(key) + " (unrecorded copy)")
                         report.store_deleted += 1
+                        store_done = True
                 if row.provider_deleted_at is None:
                     deleted = services.telephony.delete_recording(row.recording_sid)
                     locations.append("provider" + ("" if deleted else " (404: already deleted)"))
@@ -275,6 +342,15 @@ def purge(session: Session, services: Services, now: datetime, *, reason: str = 
                     report.provider_gone += not deleted
             except (StorageError, TelephonyError) as exc:
                 report.failed.append((row.recording_sid, str(exc)))
+                if store_done:
+                    # The store copy is gone but the provider's is not: log that deletion now
+                    # (the row stays undeleted, without its storage key, and the next run
+                    # deletes and logs the provider's copy).
+                    partial.append({"id": row.id, "storage_key": None, "updated_at": now})
+                    log.append(recording_sid=row.recording_sid, call_sid=row.call_sid,
+                               sha256=row.sha256, reason=reason,
+                               locations=locations + [f"provider deletion failed, retried: {exc}"],
+                               actor=actor, deleted_at=now)
                 continue
             changes.append({"id": row.id, "deleted_at": now, "deletion_reason": reason,
                             "provider_deleted_at": row.provider_deleted_at or now,
@@ -282,6 +358,9 @@ def purge(session: Session, services: Services, now: datetime, *, reason: str = 
             log.append(recording_sid=row.recording_sid, call_sid=row.call_sid, sha256=row.sha256,
                        reason=reason, locations=locations or ["nothing stored"], actor=actor,
                        deleted_at=now)
+        if partial:
+            session.execute(update(Recording), partial)
+            log.flush()
         if changes:
             session.execute(update(Recording), changes)
             log.flush()
@@ -314,12 +393,14 @@ class RetentionReport:
 
     overdue: list[tuple[str, str]] = field(default_factory=list)
     unlogged: list[str] = field(default_factory=list)
+    partial_files: list[str] = field(default_factory=list)
 
 
 def overdue_recordings(session: Session, services: Services, now: datetime) -> RetentionReport:
     """Every recording past its date that still exists anywhere: not purged (in the store
     and/or at the provider), or purged but its object still in the store; and deleted
-    recordings without a deletion-log entry. Lists the store once."""
+    recordings without a deletion-log entry; and partial files a killed download left in a
+    local store. Lists the store once."""
     report = RetentionReport()
     for row in session.execute(
             select(Recording.recording_sid, Recording.storage_key, Recording.provider_deleted_at)
@@ -333,12 +414,26 @@ def overdue_recordings(session: Session, services: Services, now: datetime) -> R
             places.append("provider")
         report.overdue.append((row.recording_sid, ", ".join(places) or "metadata only"))
     keys = set(services.store.keys())
+    lister = getattr(services.store, "partial_files", None)  # leftovers of killed writes (local)
+    if lister is not None:
+        report.partial_files = lister()
     for row in session.execute(select(Recording.recording_sid, Recording.storage_key)
                                .where(Recording.deleted_at.is_not(None),
                                       Recording.storage_key.is_not(None))):
         if row.storage_key in keys:
             report.overdue.append((row.recording_sid, services.store.location(row.storage_key)
                                    + " (marked deleted)"))
+    # A copy written under the deterministic key of a recording deleted without one (a download
+    # that lost the race with an erasure and could not delete its copy).
+    for row in session.execute(select(Recording.recording_sid, Recording.recorded_at,
+                                      Recording.received_at)
+                               .where(Recording.deleted_at.is_not(None),
+                                      Recording.storage_key.is_(None))):
+        if row.recording_sid.isascii() and row.recording_sid.isalnum():
+            key = object_key(row.recording_sid, row.recorded_at or row.received_at)
+            if key in keys:
+                report.overdue.append((row.recording_sid, services.store.location(key)
+                                       + " (unrecorded copy, marked deleted)"))
     logged = select(RecordingDeletion.recording_sid).scalar_subquery()
     report.unlogged = list(session.scalars(
         select(Recording.recording_sid).where(Recording.deleted_at.is_not(None),

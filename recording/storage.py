@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 
+PART_PREFIX = ".part-"
+
+
 class StorageError(RuntimeError):
     """The store could not be reached, or an object it should hold is missing."""
 
@@ -53,38 +56,87 @@ class LocalStore:
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+        tmp = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._remove_parts(path)  # a worker killed before its rename left these behind
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=PART_PREFIX + path.name + "-")
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+        except BaseException as exc:
+            if tmp is not None:
+                try:
+                    Path(tmp).unlink(missing_ok=True)
+                except OSError:
+                    pass
+            if isinstance(exc, OSError):
+                raise StorageError(f"writing {self.location(key)} failed: {exc}") from exc
             raise
+
+    @staticmethod
+    def _parts(path: Path) -> list[Path]:
+        """Partial files (``.part-<name>-*``) of the object at ``path``."""
+        if not path.parent.is_dir():
+            return []
+        return [p for p in path.parent.glob(PART_PREFIX + path.name + "-*") if p.is_file()]
+
+    def _remove_parts(self, path: Path) -> int:
+        removed = 0
+        for part in self._parts(path):
+            part.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
             raise StorageError(f"{self.location(key)} is missing") from exc
+        except OSError as exc:
+            raise StorageError(f"reading {self.location(key)} failed: {exc}") from exc
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        try:
+            return self._path(key).is_file()
+        except OSError as exc:
+            raise StorageError(f"checking {self.location(key)} failed: {exc}") from exc
 
     def delete(self, key: str) -> bool:
+        """Delete the object and any partial files of it; True if the object or a partial
+        file existed."""
+        path = self._path(key)
         try:
-            self._path(key).unlink()
-        except FileNotFoundError:
-            return False
+            removed = self._remove_parts(path)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return removed > 0
+        except OSError as exc:
+            raise StorageError(f"deletion of {self.location(key)} failed: {exc}") from exc
         return True
 
     def keys(self) -> list[str]:
         if not self.root.exists():
             return []
-        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*.bin") if p.is_file())
+        try:
+            return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*.bin") if p.is_file()
+                          and not p.name.startswith(PART_PREFIX))
+        except OSError as exc:
+            raise StorageError(f"listing {self.root} failed: {exc}") from exc
+
+    def partial_files(self) -> list[str]:
+        """Leftover ``.part-*`` files (a worker killed between write and rename), relative
+        to the root."""
+        if not self.root.exists():
+            return []
+        try:
+            return sorted(str(p.relative_to(self.root)) for p in self.root.rglob(PART_PREFIX + "*")
+                          if p.is_file())
+        except OSError as exc:
+            raise StorageError(f"listing {self.root} failed: {exc}") from exc
 
     def location(self, key: str) -> str:
         return f"local:{self._path(key)}"
@@ -144,9 +196,21 @@ class S3Store:
         return self.head(key) is not None
 
     def delete(self, key: str) -> bool:
+        """Delete the object and, in a versioned bucket, every version and delete marker of
+        it (a plain DeleteObject there only hides the ciphertext behind a delete marker).
+        Needs s3:ListBucketVersions and s3:DeleteObjectVersion."""
         existed = self.exists(key)
+        full = self.prefix + key
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+            self.client.delete_object(Bucket=self.bucket, Key=full)
+            paginator = self.client.get_paginator("list_object_versions")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                    if item["Key"] != full:
+                        continue
+                    existed = existed or item in page.get("Versions", [])
+                    self.client.delete_object(Bucket=self.bucket, Key=full,
+                                              VersionId=item["VersionId"])
         except self._errors() as exc:
             raise StorageError(f"deletion of {self.location(key)} failed: {exc}") from exc
         return existed
