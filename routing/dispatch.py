@@ -11,11 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, false, func, or_, select, true, update
+from sqlalchemy import and_, exists, false, func, or_, select, text, true, update
 from sqlalchemy.orm import Session
 
 from routing.agents import record_state
 from routing.models import Agent, AgentSkill, Queue, QueueEntry
+
+
+# Key of the PostgreSQL advisory lock that serialises dispatch (any constant 64-bit integer).
+DISPATCH_LOCK = 0x5CA_D15_9A7C4
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,11 @@ def dispatch(session: Session, now: datetime, *, limit: int = 50,
     when ``callbacks_open`` (within business hours), and, when reserved for an agent, only to
     that agent. Its assignment carries ``callback_id``: the edge dials the caller.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        # One dispatch at a time (until this transaction ends): with several running at once,
+        # each would skip the rows the others locked and serve later callers before earlier
+        # ones. Dispatch takes milliseconds; SQLite serialises writers anyway.
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DISPATCH_LOCK})
     skilled_free = exists().where(and_(
         AgentSkill.skill == Queue.name, Queue.id == QueueEntry.queue_id,
         Agent.id == AgentSkill.agent_id, _free(now)))
