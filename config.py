@@ -76,6 +76,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Recordings are deleted this many calendar months after they were made (TIMEZONE)."),
     Setting("RECORDINGS_KEYS", "", str,
             "Encryption keys for stored recordings: 'id:base64-of-32-bytes[,id2:…]' (AES-256-GCM)."),
+    Setting("RECORDINGS_LOG_KEY", "", str,
+            "HMAC key of the deletion log's hash chain, base64 of 32+ bytes (without it the chain "
+            "is plain SHA-256 and a rewrite with fresh hashes goes unnoticed)."),
     Setting("RECORDINGS_KEY_ID", "", str,
             "Id of the key in RECORDINGS_KEYS that encrypts new recordings (default: the last one)."),
     Setting("RECORDINGS_STORAGE", "local", str, "Where recordings are stored: 'local' or 's3'."),

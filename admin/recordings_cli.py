@@ -113,7 +113,7 @@ def recordings_verify_log() -> None:
     """Verify the deletion log's hash chain and list every recording past its date that still
     exists anywhere (and deletions missing from the log). Exit status 1 on any finding."""
     session = get_session()
-    chain = verify_chain(session)
+    chain = verify_chain(session, key=_services().log_key)
     for problem in chain.problems:
         click.echo(f"CHAIN BROKEN\t{problem}")
     retention = jobs.overdue_recordings(session, _services(), _now())
@@ -124,6 +124,9 @@ def recordings_verify_log() -> None:
     for name in retention.partial_files:
         click.echo(f"PARTIAL FILE\t{name}\tleft by an interrupted download (purge or the next "
                    "download of that recording removes it)")
+    if _services().log_key is None:
+        click.echo("NOTE\tRECORDINGS_LOG_KEY is not set: the chain is unkeyed, so a rewrite of it "
+                   "with fresh hashes would not be detected")
     click.echo(f"deletion log: {chain.entries} entries, chain {'intact' if chain.ok else 'BROKEN'}; "
                f"{len(retention.overdue)} overdue recording(s), {len(retention.unlogged)} unlogged, "
                f"{len(retention.partial_files)} partial file(s)")

@@ -2,14 +2,17 @@
 
 Each entry says what was deleted (recording and call SID, the media's SHA-256), when, why
 (``retention``, ``erasure``), where (every location a copy was removed from) and by whom
-(the command). ``entry_hash = sha256(prev_hash || canonical JSON of the fields)``; the first
-entry's ``prev_hash`` is 64 zeros. The database refuses UPDATE and DELETE on the table
-(migration 0006's triggers); :func:`verify_chain` detects an entry altered, removed or
-reordered by someone who got past that.
+(the command). ``entry_hash = HMAC-SHA256(key, prev_hash || canonical JSON of the fields)``
+with the key from ``RECORDINGS_LOG_KEY`` (plain SHA-256 when none is set); the first entry's
+``prev_hash`` is 64 zeros. The database refuses UPDATE and DELETE on the table (migration
+0006's triggers); :func:`verify_chain` detects an entry altered, removed or reordered by
+someone who got past that. Only with a key is a rewrite of the chain from some entry on,
+with every later hash recomputed, detected too: without the key nobody can compute them.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,13 +27,17 @@ GENESIS = "0" * 64
 
 def entry_digest(prev_hash: str, *, seq: int, recording_sid: str, call_sid: str,
                  sha256: str | None, reason: str, locations: str, actor: str,
-                 deleted_at: datetime) -> str:
-    """Return the hex SHA-256 that chains an entry with these fields to ``prev_hash``."""
+                 deleted_at: datetime, key: bytes | None = None) -> str:
+    """Return the hex HMAC-SHA256 (with ``key``; plain SHA-256 without) that chains an entry
+    with these fields to ``prev_hash``."""
     body = json.dumps({"seq": seq, "recording_sid": recording_sid, "call_sid": call_sid,
                        "sha256": sha256, "reason": reason, "locations": locations, "actor": actor,
                        "deleted_at": deleted_at.isoformat(timespec="microseconds")},
                       sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256((prev_hash + body).encode("ascii")).hexdigest()
+    message = (prev_hash + body).encode("ascii")
+    if key:
+        return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return hashlib.sha256(message).hexdigest()
 
 
 class DeletionLog:
@@ -40,8 +47,9 @@ class DeletionLog:
 
     LOCK_ID = 0x5EC0_4D31
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, key: bytes | None = None):
         self.session = session
+        self.key = key
         self._head: tuple[int, str] | None = None
         self._rows: list[dict] = []
 
@@ -67,7 +75,7 @@ class DeletionLog:
         where = "; ".join(locations)[:512]
         digest = entry_digest(prev, seq=seq, recording_sid=recording_sid, call_sid=call_sid,
                               sha256=sha256, reason=reason, locations=where, actor=actor,
-                              deleted_at=deleted_at)
+                              deleted_at=deleted_at, key=self.key)
         self._head = (seq, digest)
         row = {"seq": seq, "recording_sid": recording_sid, "call_sid": call_sid, "sha256": sha256,
                "reason": reason, "locations": where, "actor": actor[:128], "deleted_at": deleted_at,
@@ -100,9 +108,10 @@ class ChainReport:
         return not self.problems
 
 
-def verify_chain(session: Session, batch: int = 5000) -> ChainReport:
-    """Recompute every entry's hash in order of ``seq``; report each entry whose stored hash,
-    link to its predecessor or sequence number does not fit (altered, removed, inserted)."""
+def verify_chain(session: Session, batch: int = 5000, *, key: bytes | None = None) -> ChainReport:
+    """Recompute every entry's hash (with the log ``key``, as written) in order of ``seq``;
+    report each entry whose stored hash, link to its predecessor or sequence number does not
+    fit (altered, removed, inserted, or hashed without the key)."""
     problems: list[str] = []
     prev, expected_seq, count, last_seq = GENESIS, 1, 0, 0
     while True:
@@ -120,8 +129,8 @@ def verify_chain(session: Session, batch: int = 5000) -> ChainReport:
             digest = entry_digest(row.prev_hash, seq=row.seq, recording_sid=row.recording_sid,
                                   call_sid=row.call_sid, sha256=row.sha256, reason=row.reason,
                                   locations=row.locations, actor=row.actor,
-                                  deleted_at=row.deleted_at)
-            if digest != row.entry_hash:
+                                  deleted_at=row.deleted_at, key=key)
+            if not hmac.compare_digest(digest, row.entry_hash):
                 problems.append(f"entry {row.seq} ({row.recording_sid}): contents do not match "
                                 "its hash (altered)")
             prev, expected_seq, last_seq = row.entry_hash, row.seq + 1, row.seq

@@ -20,6 +20,9 @@ for one caller's recordings, whatever their date.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+
 import hashlib
 import io
 import wave
@@ -52,6 +55,7 @@ class Services:
     max_attempts: int = 8
     retry_seconds: float = 60.0
     clock: Any = None  # () -> aware UTC now; leases are counted from each claim's own time
+    log_key: bytes | None = None  # HMAC key of the deletion log's chain (RECORDINGS_LOG_KEY)
 
     @classmethod
     def from_app(cls, app) -> "Services":
@@ -68,7 +72,21 @@ class Services:
             if config["RECORDINGS_KEYS"] else None
         return cls(app.extensions["telephony"], store, keyring,
                    config["RECORDINGS_FETCH_MAX_ATTEMPTS"], config["RECORDINGS_FETCH_RETRY_SECONDS"],
-                   config.get("CLOCK"))
+                   config.get("CLOCK"), log_key(config.get("RECORDINGS_LOG_KEY", "")))
+
+
+def log_key(value: str) -> bytes | None:
+    """The deletion log's HMAC key from ``RECORDINGS_LOG_KEY`` (base64 of at least 32 bytes),
+    or None when it is empty. Raises ValueError for a malformed or short key."""
+    if not value:
+        return None
+    try:
+        key = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("RECORDINGS_LOG_KEY must be base64 (e.g. from 'openssl rand -base64 32')") from None
+    if len(key) < 32:
+        raise ValueError("RECORDINGS_LOG_KEY must hold at least 32 bytes")
+    return key
 
 
 class VerificationError(ValueError):
@@ -294,7 +312,7 @@ def purge(session: Session, services: Services, now: datetime, *, reason: str = 
     (the row loses its storage key and stays undeleted) and the next run logs the provider's.
     """
     report = PurgeReport()
-    log = DeletionLog(session)
+    log = DeletionLog(session, services.log_key)
     last_id = 0
     condition = [Recording.deleted_at.is_(None), Recording.fetch_state != FETCH_ABSENT]
     if call_sids is None:

@@ -1,6 +1,7 @@
 """Recordings: callbacks, encryption at rest, the download job, purge, erasure, deletion log."""
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -400,18 +401,20 @@ def test_erasure_deletes_one_callers_recordings_now(loaded_app, clock, tmp_path)
 
 # 7. Deletion log ------------------------------------------------------------------------------
 
-def _tamper(app, statement: str) -> None:
+def _tamper(app, *statements: str) -> None:
     """Change the log behind the append-only triggers' back (as a DBA could)."""
     engine = create_engine(app.config["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("ALTER TABLE recording_deletions DISABLE TRIGGER recording_deletions_append_only"))
-            conn.execute(text(statement))
+            for statement in statements:
+                conn.execute(text(statement))
             conn.execute(text("ALTER TABLE recording_deletions ENABLE TRIGGER recording_deletions_append_only"))
         else:
             conn.execute(text("DROP TRIGGER recording_deletions_no_update"))
             conn.execute(text("DROP TRIGGER recording_deletions_no_delete"))
-            conn.execute(text(statement))
+            for statement in statements:
+                conn.execute(text(statement))
     engine.dispose()
 
 
@@ -479,6 +482,51 @@ def test_rewriting_an_entry_with_a_fresh_hash_breaks_the_next_link(logged):
     _tamper(logged, f"UPDATE recording_deletions SET reason = 'erasure', entry_hash = '{forged}' WHERE seq = 2")
     result = _run(logged, "verify-log")
     assert result.exit_code == 1 and "entry 3: does not link to the entry before it" in result.output
+
+
+def _rewrite_chain_from(app, seq: int, *, key: bytes | None) -> None:
+    """Change entry ``seq``'s reason and recompute its hash and every later one with ``key``
+    (an attacker with write access to the database)."""
+    from recording.deletion_log import entry_digest
+
+    with app.extensions["db_sessionmaker"]() as s:
+        rows = list(s.scalars(select(RecordingDeletion).order_by(RecordingDeletion.seq)))
+    prev = rows[seq - 2].entry_hash if seq > 1 else "0" * 64
+    statements = []
+    for row in rows[seq - 1:]:
+        reason = "erasure" if row.seq == seq else row.reason
+        digest = entry_digest(prev, seq=row.seq, recording_sid=row.recording_sid,
+                              call_sid=row.call_sid, sha256=row.sha256, reason=reason,
+                              locations=row.locations, actor=row.actor, deleted_at=row.deleted_at,
+                              key=key)
+        statements.append(f"UPDATE recording_deletions SET reason = '{reason}', "
+                          f"prev_hash = '{prev}', entry_hash = '{digest}' WHERE seq = {row.seq}")
+        prev = digest
+    _tamper(app, *statements)
+
+
+LOG_KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+def test_a_keyed_chain_detects_a_rewrite_with_fresh_hashes(rapp, provider, clock):
+    rapp.config["RECORDINGS_LOG_KEY"] = LOG_KEY
+    _fetched(rapp, provider, clock, [f"RE{i:032d}" for i in range(4)])
+    clock.advance(200 * 86400)
+    assert "4 recording(s) deleted" in _run(rapp, "purge").output
+    intact = _run(rapp, "verify-log")
+    assert intact.exit_code == 0 and "NOTE" not in intact.output, intact.output
+    _rewrite_chain_from(rapp, 2, key=None)  # everything recomputed, but without the key
+    result = _run(rapp, "verify-log")
+    assert result.exit_code == 1
+    assert [line.split("\t")[1][:8] for line in result.output.splitlines()
+            if line.startswith("CHAIN BROKEN")] == ["entry 2 ", "entry 3 ", "entry 4 "]
+
+
+def test_an_unkeyed_chain_says_it_cannot_detect_a_full_rewrite(logged):
+    _rewrite_chain_from(logged, 2, key=None)
+    result = _run(logged, "verify-log")
+    assert "chain intact" in result.output  # the limitation the NOTE line states
+    assert "NOTE\tRECORDINGS_LOG_KEY is not set" in result.output
 
 
 def test_verify_log_reports_every_recording_past_its_date_that_still_exists(
