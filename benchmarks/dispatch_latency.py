@@ -68,7 +68,6 @@ import json
 import os
 import random
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
@@ -84,7 +83,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import yaml
 
 from webhook_throughput import (DEFAULT_DATABASE_URL, PUBLIC_BASE, ROOT, SAMPLE_CONFIG,
-                                Server, SetupError, cpu_seconds, drop_database, free_port,
+                                Server, SetupError, clean_up, cpu_seconds, free_port,
                                 machine_busy_seconds, migrate_and_load, postgres_backends,
                                 safe_url, scratch_database)
 
@@ -623,16 +622,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.keep_logs or server.proc.poll() is not None:
                 print(server.log_tail())
             server.stop()
-        if db_name is not None:
-            try:
-                drop_database(args.database_url, db_name)
-                print(f"dropped scratch database {db_name}")
-            except Exception as exc:  # report, but keep the benchmark's own result
-                print(f"could not drop scratch database {db_name}: {exc}", file=sys.stderr)
-        if args.keep_logs:
-            print(f"logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        clean_up(args.database_url, db_name, tmp, keep_logs=args.keep_logs)
 
 
 def report(shared: Shared, db_url: str, elapsed: float,

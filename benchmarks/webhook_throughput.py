@@ -127,6 +127,21 @@ def scratch_database(admin_url: str) -> tuple[str, str]:
     return name, url
 
 
+def clean_up(admin_url: str, db_name: str | None, tmp: Path, *, keep_logs: bool) -> None:
+    """Drop the scratch database (reporting, not raising, a failure, so the benchmark's own
+    result stands) and remove the temporary directory unless the logs are kept."""
+    if db_name is not None:
+        try:
+            drop_database(admin_url, db_name)
+            print(f"dropped scratch database {db_name}")
+        except Exception as exc:
+            print(f"could not drop scratch database {db_name}: {exc}", file=sys.stderr)
+    if keep_logs:
+        print(f"logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def drop_database(admin_url: str, name: str) -> None:
     from sqlalchemy import create_engine, text
 
@@ -524,16 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in servers:
             server.stop()
-        if db_name is not None:
-            try:
-                drop_database(args.database_url, db_name)
-                print(f"dropped scratch database {db_name}")
-            except Exception as exc:  # report, but keep the benchmark's own result
-                print(f"could not drop scratch database {db_name}: {exc}", file=sys.stderr)
-        if args.keep_logs:
-            print(f"logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        clean_up(args.database_url, db_name, tmp, keep_logs=args.keep_logs)
 
 
 def report(args, runs, workers_mem, bare_mem, master_mem) -> int:

@@ -52,6 +52,10 @@ def _attempt() -> int:
     return min(max(1, value or 1), 10)
 
 
+# A caller in one of these states is past the offer: confirmed, ended, or being connected.
+_PAST_THE_OFFER = ("ended", "callback", "connecting", "connected")
+
+
 def _finished(session, call: Call):
     """The call is past the offer (already confirmed, ended, or being connected): no prompt."""
     session.commit()
@@ -69,7 +73,7 @@ def callback_offer():
     session = get_session()
     config = _config_or_fail()
     call = _current_call(session)
-    if call.status in ("ended", "callback", "connecting", "connected"):
+    if call.status in _PAST_THE_OFFER:
         return _finished(session, call)
     call.callback_offered_at = now()
     session.commit()
@@ -82,7 +86,7 @@ def callback_choice():
     session = get_session()
     config = _config_or_fail()
     call = _current_call(session)
-    if call.status in ("ended", "callback", "connecting", "connected"):
+    if call.status in _PAST_THE_OFFER:
         return _finished(session, call)
     reason, attempt = _reason(), _attempt()
     digits = request.form.get("Digits", "")
@@ -122,7 +126,7 @@ def callback_number():
     session = get_session()
     config = _config_or_fail()
     call = _current_call(session)
-    if call.status in ("ended", "callback", "connecting", "connected"):
+    if call.status in _PAST_THE_OFFER:
         return _finished(session, call)
     reason, attempt = _reason(), _attempt()
     number = callbacks.callable_number(request.form.get("Digits", "")[:32])

@@ -255,9 +255,8 @@ def test_d14_late_callback_status_revives_an_ended_call(loaded_app, clock):
 
 
 # 15
+@pytest.mark.skipif(not PG_URL, reason="the interleaving needs PostgreSQL (TEST_DATABASE_URL)")
 def test_d15_cancel_races_the_dial(loaded_app, clock, monkeypatch):
-    if not PG_URL:
-        pytest.skip("needs PostgreSQL for the interleaving")
     import admin.callbacks_api as api_mod
     client = loaded_app.test_client()
     kadri = bearer(loaded_app, "agent", "Kadri")
