@@ -67,6 +67,17 @@ def e164(value: str, region: str = "EE") -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def normalise_number(number: str, region: str = "EE") -> str | None:
+    """Return ``number`` in E.164 if it is a valid phone number, else None (withheld, anonymous,
+    a placeholder or garbage are never linked to anyone)."""
+    if not number or not any(ch.isdigit() for ch in number):
+        return None
+    try:
+        return e164(number, region)
+    except ValueError:
+        return None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

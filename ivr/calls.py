@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from db import UTCDateTime
 from ivr.models import Call
+from line_config import normalise_number
 from routing import dispatch as acd
 from routing.models import Callback, Queue
 
@@ -78,6 +79,9 @@ def enter_queue(session: Session, call: Call, queue: Queue, now: datetime, *,
     call.topic = call.topic or queue.topic
     if call.queue_entered_at is None:
         call.queue_entered_at = now
+        # Only offered calls take part in repeat-contact FCR, so the number is parsed here and
+        # not on the incoming-call webhook.
+        call.caller_key = normalise_number(call.from_number)
     call.status = "queued"
     entered_at = call.queue_entered_at if place is None else min(place, call.queue_entered_at)
     acd.enqueue(session, call_id=call.id, queue=queue, priority=call.priority,

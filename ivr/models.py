@@ -19,6 +19,23 @@ CALL_OUTCOMES = ("answered", "abandoned", "ivr_abandoned", "out_of_hours", "no_a
                  "called_again")
 
 
+class CallFeedback(Base):
+    """Feedback the caller gave during a call, as the agent recorded it (complaint, suggestion,
+    wish, praise, thanks) with a short note; it stays on the supervisors' list until one of them
+    marks it reviewed."""
+
+    __tablename__ = "call_feedback"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    category: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reviewed_by: Mapped[str | None] = mapped_column(String(64))
+
+
 class Call(Base):
     """Timings of one call, all in UTC.
 
@@ -77,9 +94,24 @@ class Call(Base):
     conference: Mapped[str | None] = mapped_column(String(64))
     agent_leg_sid: Mapped[str | None] = mapped_column(String(64))
     unit_leg_sid: Mapped[str | None] = mapped_column(String(64))
+    # Reporting. ``caller_key`` is who called, for repeat contacts (FCR): the caller's number in
+    # E.164 (phonenumbers, region EE) or an imported system's customer id (``anonymous-bank:…``);
+    # None when withheld, a provider placeholder or invalid (never linked to anyone).
+    # ``import_key`` makes a historical import idempotent (file kind + row id); None for live
+    # calls. ``hold_seconds`` and ``wrap_up_seconds`` complete AHT = talk + hold + wrap-up.
+    # ``disposition`` is the agent's outcome (DISPOSITIONS in reporting/dispositions.py).
+    caller_key: Mapped[str | None] = mapped_column(String(64))
+    import_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    hold_seconds: Mapped[int | None] = mapped_column(Integer)
+    wrap_up_seconds: Mapped[int | None] = mapped_column(Integer)
+    disposition: Mapped[str | None] = mapped_column(String(24))
+    disposition_agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    disposition_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_calls_arrived_at", "arrived_at"),
         Index("ix_calls_status_last_event_at", "status", "last_event_at"),
         Index("ix_calls_queue_id_answered_at", "queue_id", "answered_at"),
+        Index("ix_calls_queue_entered_at", "queue_entered_at"),
+        Index("ix_calls_caller_key_queue_entered_at", "caller_key", "queue_entered_at"),
     )

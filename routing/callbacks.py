@@ -20,7 +20,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from ivr.models import Call
-from line_config import e164
+from line_config import e164, normalise_number
 from routing.agents import record_state
 from routing.models import Agent, Callback, Queue, QueueEntry
 
@@ -31,17 +31,6 @@ OPEN_STATES = ("pending", "dialing", "connected")
 
 class CallbackRefused(ValueError):
     """A callback cannot be arranged as asked; the message says why."""
-
-
-def normalise_number(number: str, region: str = "EE") -> str | None:
-    """Return ``number`` in E.164 if it is a valid phone number, else None (withheld, anonymous,
-    a placeholder or garbage are never linked to anyone)."""
-    if not number or not any(ch.isdigit() for ch in number):
-        return None
-    try:
-        return e164(number, region)
-    except ValueError:
-        return None
 
 
 _CALLABLE_TYPES = frozenset({phonenumbers.PhoneNumberType.MOBILE,
@@ -95,6 +84,7 @@ def request_keep_place(session: Session, call: Call, *, number: str, queue: Queu
     if entry is None:
         if call.queue_entered_at is None:
             call.queue_entered_at = start
+            call.caller_key = normalise_number(call.from_number)
         if call.ivr_exited_at is None:
             call.ivr_exited_at = now
         entry = QueueEntry(call_id=call.id, queue_id=queue.id, priority=call.priority,
@@ -133,6 +123,7 @@ def schedule(session: Session, *, number: str, queue: Queue, due_at: datetime,
                 language=language or queue.language, topic=queue.topic, queue_id=queue.id,
                 status=WAITING_FOR_CALLBACK, arrived_at=due_at, ivr_exited_at=due_at,
                 queue_entered_at=due_at, last_event_at=now, source="callback", priority=0,
+                caller_key=normalise_number(number),
                 no_input_count=0, invalid_input_count=0)
     session.add(call)
     session.flush()
