@@ -57,7 +57,13 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(transfers_bp)
     from admin.recordings_api import bp as recordings_api_bp  # recordings: access, pause
     app.register_blueprint(recordings_api_bp)
+    from admin.dispositions_api import bp as dispositions_api_bp  # dispositions, feedback
+    app.register_blueprint(dispositions_api_bp)
+    from admin.reports_api import bp as reports_api_bp  # reports and call log for jobs
+    app.register_blueprint(reports_api_bp)
 
     from admin.cli import register_cli
     register_cli(app)
+    from reporting.staffing_cli import staffing_command  # Erlang C / A staffing
+    app.cli.add_command(staffing_command)
     return app

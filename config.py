@@ -95,6 +95,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Failed downloads of one recording before the job gives up and reports it."),
     Setting("RECORDINGS_FETCH_RETRY_SECONDS", 60.0, float,
             "Delay after the first failed download; doubled after each further failure (at most 6 h)."),
+    Setting("REPORT_SHORT_ABANDON_SECONDS", 5.0, float,
+            "Short-abandon cut-off in seconds: abandoned with wait ≤ this is a short abandon."),
+    Setting("REPORT_FCR_WINDOWS", "1,7", str,
+            "Repeat-contact FCR windows in days, comma-separated (each is reported)."),
+    Setting("REPORT_PSEUDONYM_KEY", "", str,
+            "Secret key of the keyed hash (HMAC-SHA256) that pseudonymises caller numbers in call-log "
+            "exports; exports for roles without number access are refused while it is empty."),
 )
 
 
@@ -133,3 +140,18 @@ def _validate(settings: Mapping[str, Any]) -> None:
                                or not 1 <= months <= 1200):
         raise ConfigError(f"RECORDINGS_RETENTION_MONTHS: must be a whole number of months from 1 "
                           f"to 1200, not {months!r}")
+    # A key id listed twice: which key decrypts that id's recordings? (Other key errors are
+    # reported where a key is used, so a typo does not stop the purge.)
+    seen: set[str] = set()
+    for item in str(settings.get("RECORDINGS_KEYS") or "").split(","):
+        key_id = item.partition(":")[0].strip()
+        if key_id and key_id in seen:
+            raise ConfigError(f"RECORDINGS_KEYS: key id {key_id!r} is listed twice")
+        seen.add(key_id)
+    windows = str(settings.get("REPORT_FCR_WINDOWS") or "")
+    try:
+        days = [int(part) for part in windows.split(",") if part.strip()]
+    except ValueError:
+        days = [0]
+    if any(not 1 <= d <= 366 for d in days):
+        raise ConfigError(f"REPORT_FCR_WINDOWS: days from 1 to 366, comma-separated, not {windows!r}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -14,6 +15,9 @@ from flask.cli import with_appcontext
 
 from db import get_read_session
 from reporting.agents import AgentTime, agent_times
+from reporting.aggregate import (DIMENSIONS, INTERVALS, AggregateReport, Group, ReportError,
+                                 ReportSpec, group_values, report_as_dict, run_report)
+from reporting.aggregate import formula_lines as aggregate_formula_lines
 from reporting.metrics import MetricsAccumulator
 from reporting.report import IN_IVR, Report, build_report
 
@@ -150,6 +154,36 @@ def _parse_date(ctx, param, value: str | None) -> date | None:
         raise click.BadParameter(f"{value!r} is not a date in the form YYYY-MM-DD") from None
 
 
+def _fcr_windows(text: str) -> tuple[int, ...]:
+    """'1,7' → (1, 7). Raises click.BadParameter for anything else."""
+    try:
+        windows = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a list of days such as 1,7",
+                                 param_hint="'--fcr-window'") from None
+    return windows
+
+
+def _dimension_list(ctx, param, value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    dims = tuple(part.strip() for part in value.split(",") if part.strip())
+    for dim in dims:
+        if dim not in DIMENSIONS:
+            raise click.BadParameter(f"unknown dimension {dim!r}; use {', '.join(DIMENSIONS)}")
+    return dims
+
+
+def _filters(ctx, param, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in values:
+        name, sep, wanted = item.partition("=")
+        if not sep or name not in DIMENSIONS or not wanted:
+            raise click.BadParameter(f"{item!r}: use DIMENSION=VALUE with one of {', '.join(DIMENSIONS)}")
+        out.append((name, wanted))
+    return tuple(out)
+
+
 @click.command("report")
 @click.option("--from", "start", required=True, callback=_parse_date, metavar="YYYY-MM-DD",
               help="First local day of the report (included).")
@@ -159,34 +193,170 @@ def _parse_date(ctx, param, value: str | None) -> date | None:
               help="Service-level threshold T in seconds (default: SERVICE_LEVEL_SECONDS).")
 @click.option("--timezone", "tz_name", default=None,
               help="Time zone of the report's days (default: TIMEZONE, e.g. Europe/Tallinn).")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table",
+@click.option("--interval", type=click.Choice(INTERVALS), default=None,
+              help="Full report cut into these intervals (local time).")
+@click.option("--by", "dimensions", default=None, callback=_dimension_list, metavar="DIMS",
+              help="Full report grouped by these, comma-separated: queue,agent,language,topic.")
+@click.option("--filter", "filters", multiple=True, callback=_filters, metavar="DIM=VALUE",
+              help="Only calls with this queue, agent, language or topic (repeatable).")
+@click.option("--short-abandon", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Short-abandon cut-off (default: REPORT_SHORT_ABANDON_SECONDS).")
+@click.option("--fcr-window", "fcr_windows", default=None, metavar="DAYS",
+              help="Repeat-contact FCR windows in days, e.g. 1,7 (default: REPORT_FCR_WINDOWS).")
+@click.option("--source", type=click.Choice(["live", "imported", "callback"]), default=None,
+              help="Only live, imported or callback calls (default: all).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True)
 @click.option("--agents", is_flag=True,
               help="Also print each agent's time per state, handled calls, AHT and occupancy "
                    "(from the agents' state history).")
 @with_appcontext
 def report_command(start: date, end: date, threshold: int | None, tz_name: str | None,
-                   fmt: str, agents: bool) -> None:
-    """Service level, answer and abandonment rates, ASA and talk time per local day and queue."""
+                   interval: str | None, dimensions: tuple[str, ...],
+                   filters: tuple[tuple[str, str], ...], short_abandon: float | None,
+                   fcr_windows: str | None, source: str | None, fmt: str, agents: bool) -> None:
+    """Service level (every variant), answer and abandonment rates, ASA, AHT, talk time and FCR.
+
+    Without --interval, --by, --filter, --source or --format json it prints the daily summary
+    per queue; with any of them, the full report with every metric of metrics.md.
+    """
     if start > end:
         raise click.UsageError(f"--from {start} is after --to {end}")
     if (end - start).days >= MAX_REPORT_DAYS or start.year < 1900 or end.year > 2999:
         raise click.UsageError(f"report at most {MAX_REPORT_DAYS} days between 1900 and 2999 at once")
-    threshold = current_app.config["SERVICE_LEVEL_SECONDS"] if threshold is None else threshold
-    tz_name = current_app.config["TIMEZONE"] if tz_name is None else tz_name
+    config = current_app.config
+    threshold = config["SERVICE_LEVEL_SECONDS"] if threshold is None else threshold
+    tz_name = config["TIMEZONE"] if tz_name is None else tz_name
     try:
         ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
         raise click.BadParameter(f"unknown time zone {tz_name!r}", param_hint="'--timezone'") from None
-    report = build_report(get_read_session(), start, end, tz_name, threshold)
-    click.echo(render_table(report) if fmt == "table" else render_csv(report), nl=False)
+    full = bool(interval or dimensions or filters or source or fcr_windows or short_abandon is not None
+                or fmt == "json")
+    if full:
+        spec = ReportSpec(start, end, timezone=tz_name, interval=interval or "day",
+                          dimensions=dimensions, threshold=float(threshold),
+                          short_abandon=float(config["REPORT_SHORT_ABANDON_SECONDS"]
+                                              if short_abandon is None else short_abandon),
+                          fcr_windows=_fcr_windows(fcr_windows or config["REPORT_FCR_WINDOWS"]),
+                          source=source, filters=filters)
+        try:
+            result = run_report(get_read_session(), spec, now=config["CLOCK"]())
+        except ReportError as exc:
+            raise click.UsageError(str(exc)) from None
+        if fmt == "json":
+            click.echo(json.dumps(report_as_dict(result), ensure_ascii=False, indent=1))
+        elif fmt == "csv":
+            click.echo(render_full_csv(result), nl=False)
+        else:
+            click.echo(render_full_table(result), nl=False)
+    else:
+        report = build_report(get_read_session(), start, end, tz_name, threshold)
+        click.echo(render_table(report) if fmt == "table" else render_csv(report), nl=False)
     if agents:
         zone = ZoneInfo(tz_name)
         since = datetime.combine(start, time(0), tzinfo=zone)
         until = datetime.combine(end + timedelta(days=1), time(0), tzinfo=zone)
         times = agent_times(get_read_session(), since, until,
-                            wrap_up_seconds=current_app.config["WRAP_UP_SECONDS"])
-        click.echo(render_agents(times, fmt))
+                            wrap_up_seconds=config["WRAP_UP_SECONDS"])
+        click.echo(render_agents(times, fmt if fmt != "json" else "csv"))
+
+
+# Columns of the full table: (header, key in reporting.aggregate.group_values, kind).
+FULL_COLUMNS = (("offered", "offered", "n"), ("answ", "answered", "n"),
+                ("aband", "abandoned", "n"), ("short", "short_abandoned", "n"),
+                ("SL#3 off", "sl_offered", "%"), ("SL#4 ex.ab", "sl_excl_early_abandons", "%"),
+                ("SL#2 ans", "sl_answered", "%"), ("SL ex.short", "sl_excl_short_abandons", "%"),
+                ("SL#1 ab.met", "sl_abandons_met", "%"), ("answer", "answer_rate", "%"),
+                ("aband.", "abandonment_rate", "%"), ("ab.ex.sh", "abandonment_rate_excl_short", "%"),
+                ("ASA", "asa_seconds", "s"), ("AHT", "aht_seconds", "s"),
+                ("talk", "mean_talk_seconds", "s"), ("FCR disp", "fcr_disposition", "%"))
+
+
+def _full_rows(result: AggregateReport) -> list[tuple[str, tuple[str, ...], Group]]:
+    dims = result.spec.dimensions
+    rows: list[tuple[str, tuple[str, ...], Group]] = []
+    for item in result.intervals:
+        hours = "" if result.spec.interval != "day" or round(item.interval.hours) == 24 \
+            else f" ({item.interval.hours:g} h)"
+        for group in item.groups:
+            rows.append((item.interval.label, group.dims, group))
+        rows.append((item.interval.label + hours, ("total",) + ("",) * (len(dims) - 1)
+                     if dims else (), item.total))
+    for group in result.groups:
+        rows.append(("range", group.dims, group))
+    rows.append(("range", ("total",) + ("",) * (len(dims) - 1) if dims else (), result.total))
+    return rows
+
+
+def render_full_table(result: AggregateReport) -> str:
+    """The full report as a text table: formulas first, then one row per interval × group,
+    each interval's total, and the range rows."""
+    spec = result.spec
+    windows = sorted(set(spec.fcr_windows))
+    headers = ["interval"] + list(spec.dimensions) + [h for h, _, _ in FULL_COLUMNS] \
+        + [f"FCR {w}d" for w in windows] + ["not offered"]
+    table: list[list[str]] = []
+    for label, dims, group in _full_rows(result):
+        values = group_values(group, windows)
+        cells = [label] + list(dims)
+        for _, key, kind in FULL_COLUMNS:
+            value = values[key]
+            cells.append(str(value) if kind == "n" else _percent(value) if kind == "%" else _seconds(value))
+        cells += [_percent(values[f"fcr_repeat_{w}d"]) for w in windows]
+        cells.append(str(sum(group.not_offered.values())) if not dims or dims[0] == "total" else "")
+        table.append(cells)
+    widths = [max(len(r[i]) for r in [headers] + table) for i in range(len(headers))]
+    left = 1 + len(spec.dimensions)
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(widths[i]) if i < left else c.rjust(widths[i])
+                         for i, c in enumerate(cells)).rstrip()
+
+    lines = [f"Call report {spec.start} – {spec.end}"] + aggregate_formula_lines(spec) + [
+        f"{NO_DATA} = no data", "", fmt(headers)]
+    lines += [fmt(r) for r in table]
+    return "\n".join(lines) + "\n"
+
+
+def render_full_csv(result: AggregateReport) -> str:
+    """The full report as CSV: one row per interval × group (level ``group``), per interval
+    (level ``interval``) and for the range (levels ``range_group`` and ``range``). Rates are
+    fractions 0–1, empty when there is no data; every row carries the time zone, threshold,
+    short-abandon cut-off and FCR windows it was computed with."""
+    spec = result.spec
+    windows = sorted(set(spec.fcr_windows))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    value_keys = list(group_values(result.total, windows))
+    writer.writerow(["level", "interval", "start", "end"] + list(spec.dimensions) + value_keys
+                    + ["not_offered", "timezone", "threshold_seconds", "short_abandon_seconds",
+                       "fcr_windows_days"])
+
+    def cell(value) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            return f"{value:.6f}"
+        return str(value)
+
+    def write(level: str, label: str, start: str, end: str, group: Group) -> None:
+        values = group_values(group, windows)
+        writer.writerow([level, label, start, end] + list(group.dims or ("",) * len(spec.dimensions))
+                        + [cell(values[k]) for k in value_keys]
+                        + [str(sum(group.not_offered.values())) if level in ("interval", "range") else "",
+                           spec.timezone, f"{spec.threshold:g}", f"{spec.short_abandon:g}",
+                           " ".join(map(str, windows))])
+
+    for item in result.intervals:
+        start, end = item.interval.start.isoformat(), item.interval.end.isoformat()
+        for group in item.groups:
+            write("group", item.interval.label, start, end, group)
+        write("interval", item.interval.label, start, end, item.total)
+    for group in result.groups:
+        write("range_group", "range", str(spec.start), str(spec.end), group)
+    write("range", "range", str(spec.start), str(spec.end), result.total)
+    return out.getvalue()
 
 
 AGENT_HEADERS = ("agent", "available (s)", "offered (s)", "busy (s)", "wrap-up (s)",

@@ -125,6 +125,15 @@ class MetricsAccumulator:
     abandoned_wait_total: float = 0.0
     talk_total: float = 0.0
     talk_count: int = 0
+    # Filled by the SQL aggregation (reporting/aggregate.py); ``add`` leaves them at 0 except
+    # ``short_abandoned`` (needs ``short_abandon``).
+    short_abandon: float = 5.0
+    short_abandoned: int = 0
+    hold_total: float = 0.0
+    wrap_up_total: float = 0.0
+    handled: int = 0
+    disposed: int = 0
+    resolved: int = 0
 
     def add(self, record: CallRecord) -> None:
         """Count one offered call."""
@@ -142,21 +151,61 @@ class MetricsAccumulator:
             self.abandoned_wait_total += record.wait_seconds
             if record.wait_seconds <= self.threshold:
                 self.abandoned_within += 1
+            if record.wait_seconds <= self.short_abandon:
+                self.short_abandoned += 1
         else:
             self.in_progress += 1
 
     def merge(self, other: "MetricsAccumulator") -> None:
         """Add ``other``'s sums (same threshold) to this group's."""
-        if other.threshold != self.threshold:
+        if other.threshold != self.threshold or other.short_abandon != self.short_abandon:
             raise ValueError("cannot merge groups computed with different thresholds")
         for f in fields(self):
-            if f.name != "threshold":
+            if f.name not in ("threshold", "short_abandon"):
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     @property
     def sl_offered(self) -> float | None:
         """answered within T / offered, or None with no offered calls."""
         return service_level_offered(self.answered_within, self.offered)
+
+    @property
+    def sl_answered(self) -> float | None:
+        """``sl_answered`` = answered within T / answered (ICMI #2)."""
+        return ratio(self.answered_within, self.answered)
+
+    @property
+    def sl_excl_early_abandons(self) -> float | None:
+        """``sl_excl_early_abandons`` = answered within T / (answered + abandoned after T)
+        (ICMI #4; Cisco "abandons ignored")."""
+        return ratio(self.answered_within, self.answered + self.abandoned - self.abandoned_within)
+
+    @property
+    def sl_excl_short_abandons(self) -> float | None:
+        """``sl_excl_short_abandons`` = answered within T / (offered − short abandons)."""
+        return ratio(self.answered_within, self.offered - self.short_abandoned)
+
+    @property
+    def sl_abandons_met(self) -> float | None:
+        """``sl_abandons_met`` = (answered within T + abandoned within T) / offered (ICMI #1)."""
+        return ratio(self.answered_within + self.abandoned_within, self.offered)
+
+    @property
+    def abandonment_rate_excl_short(self) -> float | None:
+        """(abandoned − short abandons) / (offered − short abandons)."""
+        return ratio(self.abandoned - self.short_abandoned, self.offered - self.short_abandoned)
+
+    @property
+    def aht(self) -> float | None:
+        """AHT = (talk + hold + wrap-up) / handled calls, in seconds (metrics.md, "Other rates");
+        handled = answered calls with a talk time."""
+        return ratio(self.talk_total + self.hold_total + self.wrap_up_total, self.handled)
+
+    @property
+    def fcr_disposition(self) -> float | None:
+        """Disposition FCR = answered calls marked ``resolved`` / answered calls with a
+        disposition (metrics.md, FCR measure 2). SQM check: 280 of 400 → 0.70."""
+        return ratio(self.resolved, self.disposed)
 
     @property
     def answer_rate(self) -> float | None:
@@ -185,3 +234,37 @@ def summarize(records: Iterable[CallRecord], threshold: float) -> MetricsAccumul
     for record in records:
         acc.add(record)
     return acc
+
+
+def repeat_contact_fcr(repeated: int, base: int) -> float | None:
+    """Repeat-contact FCR = 1 − repeated / base (metrics.md, FCR measure 1).
+
+    ``base`` = answered calls with an identifiable caller whose window lies inside the data;
+    ``repeated`` = those followed by another offered call from the same caller within the
+    window. SQM Group's check: 280 of 400 resolved first time (120 repeated) → 0.70.
+    None when ``base`` is 0.
+    """
+    return None if not base else 1 - repeated / base
+
+
+NPS_PROMOTER_MIN = 9
+NPS_DETRACTOR_MAX = 6
+
+
+def nps_class(score: int) -> str:
+    """'promoter' (9–10), 'passive' (7–8) or 'detractor' (0–6) for a 0–10 answer
+    (metrics.md, "Recommendation index"). Raises ValueError outside 0–10."""
+    if not isinstance(score, int) or isinstance(score, bool) or not 0 <= score <= 10:
+        raise ValueError(f"an NPS answer is an integer 0–10, not {score!r}")
+    if score >= NPS_PROMOTER_MIN:
+        return "promoter"
+    return "detractor" if score <= NPS_DETRACTOR_MAX else "passive"
+
+
+def net_promoter_score(promoters: int, passives: int, detractors: int) -> float | None:
+    """NPS = % promoters − % detractors, from −100 to +100 (metrics.md); None when n = 0.
+
+    Worked check: 30 % promoters and 20 % detractors → +10.
+    """
+    n = promoters + passives + detractors
+    return None if not n else 100.0 * (promoters - detractors) / n
