@@ -7,6 +7,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ivr.models import Call
+
 from routing.models import AGENT_STATES, Agent, AgentStateChange
 
 # States a person may set; 'offered' and 'busy' are set only by routing.
@@ -19,6 +21,34 @@ def record_state(session: Session, agent_id: int, state: str, now: datetime, *,
     """Append one entry to the agent's state history (the caller changes the agent row itself)."""
     session.add(AgentStateChange(agent_id=agent_id, state=state, reason=reason, call_id=call_id,
                                  at=now))
+
+
+def record_wrap_up_end(session: Session, agent_id: int, ended_at: datetime,
+                      wrap_up_until: datetime | None) -> int | None:
+    """The agent's wrap-up ends at ``ended_at``: add its length to the call's ``wrap_up_seconds``.
+
+    Call it before the agent's next state change is recorded. The wrap-up is the agent's latest
+    state change, a ``wrap_up`` with the call's id (written when the conversation ended); a
+    wrap-up the agent started without a call is not attached to any. Its length, in whole
+    seconds (rounded), is ``min(ended_at, wrap_up_until) − start``: a wrap-up whose timer ran
+    out counts only up to the timer, like :func:`reporting.agents.agent_times`
+    (``wrap_up_until`` None: only the agent ends it, counted in full). It is added to what the
+    call has (a call handled by two agents, e.g. after a transfer to a queue, has both
+    wrap-ups, as ``talk_seconds`` has both conversations). Returns the seconds added, or None.
+    """
+    last = session.execute(
+        select(AgentStateChange.state, AgentStateChange.call_id, AgentStateChange.at)
+        .where(AgentStateChange.agent_id == agent_id)
+        .order_by(AgentStateChange.id.desc()).limit(1)).first()
+    if last is None or last.state != "wrap_up" or last.call_id is None:
+        return None
+    end = ended_at if wrap_up_until is None else min(ended_at, wrap_up_until)
+    seconds = max(0, round((end - last.at).total_seconds()))
+    call = session.get(Call, last.call_id)
+    if call is None:
+        return None
+    call.wrap_up_seconds = (call.wrap_up_seconds or 0) + seconds
+    return seconds
 
 
 class AgentStateError(ValueError):
@@ -48,6 +78,8 @@ def set_state(session: Session, agent: Agent, state: str, now: datetime, *,
         raise AgentStateError("the agent is on a call; change the state after it ends")
     if agent.state == state and agent.not_ready_reason == reason:
         return agent
+    if agent.state == "wrap_up":
+        record_wrap_up_end(session, agent.id, now, agent.wrap_up_until)
     if state == "available":
         agent.idle_since = now
     elif state in ("offline", "not_ready"):

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, exists, false, func, or_, select, text, true, update
 from sqlalchemy.orm import Session
 
-from routing.agents import record_state
+from routing.agents import record_state, record_wrap_up_end
 from routing.models import Agent, AgentSkill, Queue, QueueEntry
 
 
@@ -213,7 +213,8 @@ def _claim(session: Session, entry_id: int, call_id: int, agent_id: int, now: da
                                 wrap_up_until=before.wrap_up_until)
                         .execution_options(synchronize_session="fetch"))
         return False
-    if before.state == "wrap_up":
+    if before.state == "wrap_up":  # its timer ran out (``_free``): the wrap-up ended then
+        record_wrap_up_end(session, agent_id, before.wrap_up_until, before.wrap_up_until)
         record_state(session, agent_id, "available", before.wrap_up_until, reason=None)
     record_state(session, agent_id, "offered", now, call_id=call_id)
     return True
