@@ -1,5 +1,6 @@
 """Command-line jobs: ``flask config load``, ``flask tokens create``, ``flask calls close-stale``,
-``flask prompts render``, ``flask db upgrade|downgrade``; reporting and the simulator add theirs."""
+``flask calls import``, ``flask prompts render``, ``flask db upgrade|downgrade``; reporting and
+the simulator add theirs."""
 from __future__ import annotations
 
 import logging
@@ -104,6 +105,86 @@ def calls_close_stale(hours: float | None, limit: int) -> None:
     for call in closed:
         click.echo(f"{call.call_sid}\t{call.outcome}\tended {call.ended_at.isoformat()}")
     click.echo(f"closed {len(closed)} stale call(s)")
+
+
+@calls_cli.command("import")
+@click.option("--format", "fmt", required=True, type=click.Choice(("anonymous-bank", "csv")),
+              help="anonymous-bank: the raw monthly TSV or the normalised CSV; csv: the generic "
+                   "format (README, 'Importing call history').")
+@click.option("--timezone", "tz_name", default=None,
+              help="Time zone of the files' local times (default: TIMEZONE, e.g. Europe/Tallinn).")
+@click.option("--skip-bad-rows", is_flag=True,
+              help="Import a file's good rows and report the bad ones (default: refuse the file).")
+@click.option("--key-prefix", default="csv", show_default=True,
+              help="csv format: import keys are PREFIX:call_id (one prefix per source system).")
+@click.option("--region", default="EE", show_default=True,
+              help="csv format: region for caller numbers without a country code.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=5000, show_default=True)
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def calls_import(fmt: str, tz_name: str | None, skip_bad_rows: bool, key_prefix: str,
+                 region: str, batch_size: int, files: tuple[Path, ...]) -> None:
+    """Import call history from FILES (marked imported; importing a file again adds nothing).
+
+    Progress goes to stderr, one summary line per file and a total to stdout. Exit status 1 if
+    a file had bad rows (refused, or skipped with --skip-bad-rows) or could not be read.
+    """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from reporting.importer import FileSummary, ImportFileError, import_file
+
+    tz_name = current_app.config["TIMEZONE"] if tz_name is None else tz_name
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise click.BadParameter(f"unknown time zone {tz_name!r}", param_hint="'--timezone'") from None
+
+    def progress(summary: FileSummary) -> None:
+        click.echo(f"{summary.path}: read {summary.read}, imported {summary.imported}, "
+                   f"already present {summary.already_present}, PHANTOM {summary.phantom}, "
+                   f"bad {len(summary.bad)}", err=True)
+
+    def line(name: str, s: FileSummary, bad: int) -> str:
+        return (f"{name}: read {s.read}, imported {s.imported}, already present "
+                f"{s.already_present}, PHANTOM skipped {s.phantom}, IVR-only {s.ivr_only}, "
+                f"bad rows {bad} ({s.seconds:.1f} s)")
+
+    session = get_session()
+    total = FileSummary(path="total", format=fmt)
+    bad_rows = 0
+    failed = False
+    for path in files:
+        try:
+            summary = import_file(session, path, fmt, tz=tz, skip_bad_rows=skip_bad_rows,
+                                  key_prefix=key_prefix, region=region, batch_size=batch_size,
+                                  progress=progress)
+        except ImportFileError as exc:
+            click.echo(f"error: {exc}", err=True)
+            failed = True
+            continue
+        except (OSError, EOFError, UnicodeDecodeError) as exc:
+            click.echo(f"error: {path}: cannot be read, nothing imported from it: {exc}", err=True)
+            failed = True
+            continue
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        for bad in summary.bad[:50]:
+            click.echo(f"bad row: {bad}", err=True)
+        if len(summary.bad) > 50:
+            click.echo(f"… and {len(summary.bad) - 50} more bad rows in {path}", err=True)
+        if summary.refused:
+            click.echo(f"{path}: refused: {len(summary.bad)} bad row(s), nothing imported from "
+                       "it (fix them, or use --skip-bad-rows)", err=True)
+        click.echo(line(str(path), summary, len(summary.bad)))
+        for name in ("read", "imported", "already_present", "phantom", "ivr_only"):
+            setattr(total, name, getattr(total, name) + getattr(summary, name))
+        bad_rows += len(summary.bad)
+        total.seconds += summary.seconds
+        failed = failed or bool(summary.bad)
+    if len(files) > 1:
+        click.echo(line("total", total, bad_rows))
+    if failed:
+        raise SystemExit(1)
 
 
 @click.command("worker")

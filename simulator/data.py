@@ -183,6 +183,14 @@ def _open_text(path: Path) -> IO[str]:
     return io.TextIOWrapper(raw, encoding="latin-1", newline="")
 
 
+def open_text(path: str | Path) -> IO[str]:
+    """Open the file at ``path`` (gzip or plain) as Latin-1 text with its line ends kept.
+
+    For readers that go row by row (the historical import); raises OSError for the file.
+    """
+    return _open_text(Path(path))
+
+
 def parse_lines(lines: Iterable[str]) -> Iterator[CallRecord]:
     """Parse raw lines (header first; CRLF or LF line ends); blank lines are skipped."""
     iterator = iter(lines)
