@@ -22,7 +22,8 @@ Which calls count where:
 * **Repeat-contact FCR** for a window of W days: an answered call with an identifiable caller
   (``caller_key``) whose window [queue entry, queue entry + W] ends inside the data is in the
   base; it is a repeat when the same caller's next offered call starts within the window.
-  The data ends *now* for live calls and at the last imported call for imported history.
+  The data ends *now* for live calls and at the last imported call for imported history,
+  and a gap of more than a week without calls ends it too (see :func:`coverage_spans`).
   Scheduled callbacks (contacts the agency starts) are never a caller's repeat contact.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ from math import gcd
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Float, Integer, and_, case, func, literal, null, or_, select
+from sqlalchemy import Float, Integer, and_, case, false, func, literal, null, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
@@ -341,16 +342,41 @@ def _dimension_columns() -> dict[str, ColumnElement]:
             "topic": Call.topic}
 
 
-def _data_ends(session: Session, now: datetime) -> dict[str, datetime]:
-    """Where the data ends for FCR windows: now for live calls, the last imported call's queue
-    entry for imported history."""
-    last_imported = session.scalar(select(func.max(Call.queue_entered_at))
-                                   .where(Call.source == "imported"))
-    return {"live": now, "imported": last_imported or now}
+DATA_GAP = timedelta(days=7)
+DAY = 86400
+
+
+def coverage_spans(session: Session, lo: datetime, hi: datetime, now: datetime,
+                   ) -> dict[str, list[tuple[int, int]]]:
+    """The stretches of time the call log covers, per kind of data, as (start, end) in epoch
+    seconds, for offers in [``lo`` − 8 days, ``hi``).
+
+    Live calls (every source but ``imported``) are logged as they happen, so live data runs
+    up to ``now``: one stretch. Imported history has the gaps of its files: its stretches come
+    from the UTC days that have imported offered calls, a gap of more than 7 days without any
+    (longer than any holiday closure of a line) ends a stretch, and a stretch ends at the end
+    of its last day with calls. Repeat-contact FCR only counts a call whose window ends inside
+    its stretch, so history imported for January–February and October is not read as "nobody
+    called back" from March to September.
+    """
+    day = epoch_seconds(Call.queue_entered_at) - epoch_seconds(Call.queue_entered_at) % DAY
+    starts = session.scalars(
+        select(day).where(Call.source == "imported",
+                          Call.queue_entered_at >= lo - DATA_GAP - timedelta(days=1),
+                          Call.queue_entered_at < hi)
+        .group_by(day).order_by(day)).all()
+    imported: list[list[int]] = []
+    for start in map(int, starts):
+        if imported and start - imported[-1][1] <= DATA_GAP.total_seconds():
+            imported[-1][1] = start + DAY
+        else:
+            imported.append([start, start + DAY])
+    return {"live": [(0, int(now.timestamp()))],
+            "imported": [(a, b) for a, b in imported]}
 
 
 def _offered_query(spec: ReportSpec, lo: datetime, hi: datetime, bucket: int,
-                   data_ends: dict[str, datetime]):
+                   spans: dict[str, list[tuple[int, int]]]):
     """The GROUP BY query over offered calls; one row per (bucket, dimension values)."""
     dims = _dimension_columns()
     windows = sorted(set(spec.fcr_windows))
@@ -421,9 +447,11 @@ def _offered_query(spec: ReportSpec, lo: datetime, hi: datetime, bucket: int,
     identified = and_(answered, c.c.caller_key.is_not(None), c.c.source != "callback")
     for window in windows:
         span = window * 86400
-        data_end = case((c.c.source == "imported", literal(int(data_ends["imported"].timestamp()))),
-                        else_=literal(int(data_ends["live"].timestamp())))
-        in_base = and_(identified, epoch_seconds(c.c.q) + span <= data_end)
+        q = epoch_seconds(c.c.q)
+        inside = [and_(c.c.source == "imported" if name == "imported" else c.c.source != "imported",
+                       q >= literal(start), q + span <= literal(end))
+                  for name, stretches in spans.items() for start, end in stretches]
+        in_base = and_(identified, or_(*inside) if inside else false())
         repeated = and_(in_base, c.c.next_q.is_not(None),
                         seconds_between(c.c.next_q, c.c.q) <= span)
         outer_cols += [count_if(in_base).label(f"fcr_base_{window}"),
@@ -478,8 +506,8 @@ def run_report(session: Session, spec: ReportSpec, *, now: datetime | None = Non
 
     per_interval: list[dict[tuple[str, ...], Group]] = [{} for _ in intervals]
     range_groups: dict[tuple[str, ...], Group] = {}
-    data_ends = _data_ends(session, now) if windows else {}
-    for row in session.execute(_offered_query(spec, lo, hi, bucket, data_ends)).mappings():
+    spans = coverage_spans(session, lo, hi + timedelta(days=max(windows)), now) if windows else {}
+    for row in session.execute(_offered_query(spec, lo, hi, bucket, spans)).mappings():
         dims = tuple((row[f"dim_{d}"] if row[f"dim_{d}"] is not None else NO_VALUE[d])
                      for d in spec.dimensions)
         part = new_group(dims)

@@ -260,13 +260,17 @@ def bank_record_row(record: bank.CallRecord, tz: ZoneInfo, resolver: _Resolver) 
     * arrived_at = vru_entry; ivr_exited_at = vru_exit when the call left the VRU for a queue
       or an agent (None for a hang-up in the VRU, as for live calls);
     * queued (``q_start``/``q_exit`` not the empty pair): queue_entered_at = q_start;
-      AGENT → ``answered``, answered_at = ser_start, ended_at = ser_exit, talk = ser_time;
+      AGENT → ``answered``, answered_at = q_exit (so the wait is the file's q_time),
+      ended_at = ser_exit, talk = ser_time;
       HANG → ``abandoned``, ended_at = q_exit;
     * AGENT without queueing (sent straight to an agent, offered with wait 0):
       queue_entered_at = answered_at = ser_start, ended_at = ser_exit;
     * HANG without queueing → ``ivr_abandoned`` (not offered): ended_at = vru_exit, no queue;
     * an AGENT row without service times (rare) is answered when it left the queue (q_exit) or
       the VRU, with talk time 0.
+
+    The files' seconds-resolution clocks disagree by a second or two, so ended_at is never
+    put before answered_at.
 
     ``type`` → queue ``bank.<type>`` (language ``und``, topic the type code; queue_id only for
     offered calls), ``server`` → agent ``bank.<server>`` (NO_SERVER: none), priority 2 → 1
@@ -283,9 +287,16 @@ def bank_record_row(record: bank.CallRecord, tz: ZoneInfo, resolver: _Resolver) 
     if record.outcome == "AGENT":
         outcome = "answered"
         ivr_exited = vru_exit
-        fallback = record.q_exit if record.queued else record.vru_exit
-        answered = utc(record.ser_start if record.ser_start is not None else fallback)
+        if record.queued:
+            # The wait is the file's own q_time (q_exit − q_start): a queued call is answered
+            # when it leaves the queue. ser_start is usually 0–2 s earlier (the data README:
+            # second-resolution clocks), which would shorten waits against q_time.
+            answered = utc(record.q_exit)
+        else:
+            answered = utc(record.ser_start if record.ser_start is not None else record.vru_exit)
         ended = utc(record.ser_exit) if record.ser_exit is not None else answered
+        if ended < answered:
+            ended = answered
         queue_entered = utc(record.q_start) if record.queued else answered
         talk = record.ser_time if record.ser_start is not None else 0
     elif record.queued:

@@ -399,3 +399,51 @@ def test_api_call_log_pseudonymises_numbers_unless_the_role_allows(loaded_app, s
     refused = client.get("/api/calls/export.csv?from=2026-12-01&to=2026-12-01",
                          headers=bearer(loaded_app, "qa"))
     assert refused.status_code == 503 and "REPORT_PSEUDONYM_KEY" in refused.get_json()["error"]
+
+
+def test_imported_history_with_a_gap_leaves_windows_that_run_into_it_out(session, queues):
+    """Imported January–February and October: a call on 27 February whose 7-day window runs
+    into the months without data is not in the base; one on 10 January is."""
+    pension, _ = queues
+    for day in range(1, 29):   # February has calls every day
+        session.add(call(pension, utc(1999, 2, day, 9), wait=5, source="imported",
+                         caller=f"anonymous-bank:{day}"))
+    session.add(call(pension, utc(1999, 1, 31, 9), wait=5, source="imported",
+                     caller="anonymous-bank:1"))
+    session.add(call(pension, utc(1999, 10, 1, 9), wait=5, source="imported",
+                     caller="anonymous-bank:27"))
+    session.commit()
+    result = run_report(session, ReportSpec(date(1999, 1, 1), date(1999, 2, 28), timezone=TZ,
+                                            interval="month", fcr_windows=(7,)), now=NOW)
+    january, february = (i.total for i in result.intervals)
+    assert january.fcr[7] == [1, 1]       # caller 1 called again on 1 February
+    # 1–21 February are in the base (windows end by 1 March 00:00 UTC, the end of the data);
+    # 22–28 February are not, and caller 27's October call is no 7-day repeat anyway.
+    assert february.fcr[7] == [0, 21]
+
+
+def test_imported_real_days_match_the_files_own_figures(app, session):
+    """The shipped October excerpt through `flask calls import` and the SQL report gives, day
+    by day, the figures computed straight from the file (simulator.data.day_figures: the
+    file's q_time as the wait)."""
+    from collections import defaultdict
+    from simulator.data import DEFAULT_DATA, day_figures, read_records
+
+    result = app.test_cli_runner().invoke(
+        args=["calls", "import", "--format", "anonymous-bank", str(DEFAULT_DATA)])
+    assert result.exit_code == 0, result.output
+    by_day = defaultdict(list)
+    for record in read_records(DEFAULT_DATA):
+        if record.offered:   # the local day of the offer (queue entry, or the direct answer)
+            by_day[(record.q_start or record.ser_start or record.vru_exit).date()].append(record)
+    days = sorted(by_day)
+    assert len(days) >= 3
+    report_ = run_report(session, ReportSpec(days[0], days[-1], timezone=TZ, source="imported",
+                                             fcr_windows=(1,)), now=NOW)
+    got = {i.interval.start.date(): i.total.metrics for i in report_.intervals}
+    for day in days:
+        want = day_figures(by_day[day])
+        m = got[day]
+        assert (m.offered, m.answered, m.abandoned, m.answered_within) == (
+            want.offered, want.answered, want.abandoned, want.answered_within), day
+        assert m.asa == pytest.approx(want.asa, abs=1e-9), day

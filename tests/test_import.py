@@ -131,7 +131,9 @@ def test_raw_tsv_maps_every_kind_of_row(app, session, tmp_path):
 
     queued = calls["anonymous-bank:AA0102:40001:1999-01-01"]
     assert queued[3] == "answered"
-    assert queued[6:10] == (utc(1999, 1, 1, 8, 0, 10), utc(1999, 1, 1, 8, 0, 39),
+    # answered when it left the queue (q_exit 10:00:40), a second after ser_start: the wait
+    # is the file's q_time, 30 s
+    assert queued[6:10] == (utc(1999, 1, 1, 8, 0, 10), utc(1999, 1, 1, 8, 0, 40),
                             utc(1999, 1, 1, 8, 5, 39), 300)
     assert (queued[10], queued[14], queued[15]) == ("anonymous-bank:12345678", "bank.NW",
                                                      "bank.TOVA")
@@ -372,10 +374,11 @@ def test_real_january_counts_and_times_match_the_normalised_file(app, session):
             ts = lambda name: datetime.fromisoformat(row[name]).replace(tzinfo=UTC) if row[name] else None  # noqa: E731
             assert arrived == ts("vru_entry_ts")
             if row["call_class"] == "ANSWERED_AFTER_QUEUE":
-                # (an AGENT row without service times is answered when it left the queue)
-                assert (entered, answered, ended) == (
-                    ts("q_start_ts"), ts("ser_start_ts") or ts("q_exit_ts"),
-                    ts("ser_exit_ts") or ts("q_exit_ts"))
+                # answered when it left the queue: the wait is the file's q_time
+                assert (entered, answered) == (ts("q_start_ts"), ts("q_exit_ts"))
+                assert (answered - entered).total_seconds() == int(row["q_time"]) \
+                    or row["q_start"] == "0:00:00"   # the one midnight sentinel collision
+                assert ended == max(ts("ser_exit_ts") or ts("q_exit_ts"), answered)
             elif row["call_class"] == "ANSWERED_DIRECT":
                 assert entered == answered == (ts("ser_start_ts") or ts("vru_exit_ts"))
                 assert outcome == "answered"
