@@ -447,3 +447,24 @@ def test_imported_real_days_match_the_files_own_figures(app, session):
         assert (m.offered, m.answered, m.abandoned, m.answered_within) == (
             want.offered, want.answered, want.abandoned, want.answered_within), day
         assert m.asa == pytest.approx(want.asa, abs=1e-9), day
+
+
+def test_cli_export_pseudonymises_and_reports_progress(loaded_app, session, tmp_path):
+    pension = session.query(Queue).filter_by(name="et.pension").one()
+    general = session.query(Queue).filter_by(name="ru.general").one()
+    _seed_day(session, (pension, general))
+    runner = loaded_app.test_cli_runner()
+    refused = runner.invoke(args=["calls", "export", "--from", "2026-12-01", "--to", "2026-12-01"])
+    assert refused.exit_code == 2 and "REPORT_PSEUDONYM_KEY" in refused.output
+    loaded_app.config["REPORT_PSEUDONYM_KEY"] = "k2"
+    out = tmp_path / "calls.csv"
+    result = runner.invoke(args=["calls", "export", "--from", "2026-12-01", "--to", "2026-12-01",
+                                 "--filter", "queue=et.pension", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "exported 2 calls (pseudonyms)" in result.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert [r["caller"] for r in rows] == [pseudonym(b"k2", "+37251234567")] * 2
+    assert "+3725" not in out.read_text()
+    shown = runner.invoke(args=["calls", "export", "--from", "2026-12-01", "--to", "2026-12-01",
+                                "--numbers"])
+    assert shown.exit_code == 0 and shown.stdout.count("+37251234567") == 2
