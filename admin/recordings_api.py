@@ -3,12 +3,16 @@ roles only; every access audited), and pause/resume the recording of a live call
 
 Every access to recordings states a reason: ``?reason=…`` (a browser player can only set the
 URL) or the ``X-Access-Reason`` header, 3–500 characters. The audit row (token, role, time,
-recording or call, action, reason, byte range) is committed before any data is sent.
+recording or call, action, reason, byte range, outcome) is committed before any data is sent;
+refusals (404, 409, 410, 503) are audited too, with their status as the outcome.
 """
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
+from werkzeug.http import parse_range_header
 
 from admin.auth import require_roles
 from db import get_session
@@ -44,12 +48,12 @@ def _reason() -> str:
     return reason
 
 
-def _audit(session, *, action: str, reason: str, call_sid: str | None = None,
+def _audit(session, *, action: str, reason: str, outcome: int, call_sid: str | None = None,
            recording_sid: str | None = None, byte_range: str | None = None) -> None:
     session.add(RecordingAccess(token_id=g.principal.token_id, role=g.principal.role, action=action,
                                 call_sid=call_sid, recording_sid=recording_sid, reason=reason,
                                 byte_range=(byte_range or None) and byte_range[:64],
-                                accessed_at=_now()))
+                                outcome=str(outcome), accessed_at=_now()))
     session.commit()
 
 
@@ -88,7 +92,7 @@ def list_call_recordings(call_sid: str):
                                  .order_by(Recording.id)).all()
     result = {"call_sid": call_sid, "recordings": [_recording_json(r) for r in recordings],
               "pauses": _pauses(session, call_sid)}
-    _audit(session, action="list", reason=reason, call_sid=call_sid)
+    _audit(session, action="list", reason=reason, outcome=200, call_sid=call_sid)
     return jsonify(result)
 
 
@@ -96,45 +100,90 @@ def list_call_recordings(call_sid: str):
 @require_roles(*LISTENERS)
 def stream_recording(recording_sid: str):
     """The recording's audio (WAV), decrypted, with HTTP Range support (206 with
-    Content-Range; 416 for a range past the end) so a player can seek. Each request is audited
-    as ``stream`` with its Range header. 404 unknown recording, 410 deleted, 409 not stored yet;
-    after the audit row: 503 when the recording's key is not configured or the store cannot
-    deliver the object, 409 when the stored copy does not decrypt (altered) — never a 500."""
+    Content-Range; 416 for a range past the end or ``bytes=-0``; a suffix range longer than the
+    audio gets all of it, several ranges the whole file with 200) so a player can seek. Every
+    request, refused or not, is audited as ``stream`` with its Range header and the status it
+    is answered with (committed before any data is sent). 404 unknown recording, 410 deleted,
+    409 not stored yet; 503 when the recording's key is not configured (or RECORDINGS_KEYS is
+    malformed) or the store cannot deliver the object, 409 when the stored copy does not
+    decrypt (altered or truncated) — never a 500."""
     _no_nul(recording_sid, "the RecordingSid")
     reason = _reason()
     session = get_session()
-    recording = session.scalar(select(Recording).where(Recording.recording_sid == recording_sid[:64]))
+    recording_sid = recording_sid[:64]
+    byte_range = request.headers.get("Range")
+    recording = session.scalar(select(Recording).where(Recording.recording_sid == recording_sid))
+    call_sid = recording.call_sid if recording is not None else None
+
+    def refuse(status: int, message: str):
+        session.rollback()
+        _audit(session, action="stream", reason=reason, outcome=status, call_sid=call_sid,
+               recording_sid=recording_sid, byte_range=byte_range)
+        abort(status, message)
+
     if recording is None:
-        abort(404, f"no recording {recording_sid[:64]!r}")
+        refuse(404, f"no recording {recording_sid!r}")
     if recording.deleted_at is not None:
-        abort(410, f"recording deleted on {recording.deleted_at.isoformat()} ({recording.deletion_reason})")
+        refuse(410, f"recording deleted on {recording.deleted_at.isoformat()} ({recording.deletion_reason})")
     if recording.fetch_state not in (FETCH_STORED, FETCH_DONE) or not recording.storage_key:
-        abort(409, "the recording has not been downloaded from the provider yet")
-    _audit(session, action="stream", reason=reason, call_sid=recording.call_sid,
-           recording_sid=recording.recording_sid, byte_range=request.headers.get("Range"))
+        refuse(409, "the recording has not been downloaded from the provider yet")
+    storage_key = recording.storage_key
+    session.rollback()  # hold no transaction while the store is read
     try:
         services = Services.from_app(current_app)
     except (KeyConfigError, ValueError) as exc:
         current_app.logger.error("recordings configuration: %s", exc)
-        abort(503, f"the recordings configuration is unusable: {exc}")
+        refuse(503, f"the recordings configuration is unusable: {exc}")
+    if services.keys_error:
+        current_app.logger.error("recordings configuration: %s", services.keys_error)
+        refuse(503, f"the recordings configuration is unusable: {services.keys_error}")
     keyring: Keyring | None = services.keyring
     if keyring is None:
-        abort(503, "RECORDINGS_KEYS is not configured")
+        refuse(503, "RECORDINGS_KEYS is not configured")
     try:
-        media = keyring.decrypt(services.store.get(recording.storage_key), recording.recording_sid)
+        media = keyring.decrypt(services.store.get(storage_key), recording_sid)
     except KeyConfigError as exc:
-        current_app.logger.error("recording %s: %s", recording.recording_sid, exc)
-        abort(503, f"the recording cannot be decrypted: {exc} (add its key to RECORDINGS_KEYS)")
+        current_app.logger.error("recording %s: %s", recording_sid, exc)
+        refuse(503, f"the recording cannot be decrypted: {exc} (add its key to RECORDINGS_KEYS)")
     except StorageError as exc:
-        current_app.logger.error("recording %s: %s", recording.recording_sid, exc)
-        abort(503, "the recording's stored copy cannot be read from storage")
+        current_app.logger.error("recording %s: %s", recording_sid, exc)
+        refuse(503, "the recording's stored copy cannot be read from storage")
     except DecryptionError as exc:
-        current_app.logger.error("recording %s: %s", recording.recording_sid, exc)
-        abort(409, "the recording's stored copy does not decrypt: it was altered or replaced")
+        current_app.logger.error("recording %s: %s", recording_sid, exc)
+        refuse(409, "the recording's stored copy does not decrypt: it was altered, truncated or "
+                    "replaced")
     response = Response(media, mimetype="audio/wav")
     response.headers["Cache-Control"] = "no-store"
-    response.headers["Content-Disposition"] = f'inline; filename="{recording.recording_sid}.wav"'
-    return response.make_conditional(request, accept_ranges=True, complete_length=len(media))
+    response.headers["Content-Disposition"] = f'inline; filename="{recording_sid}.wav"'
+    try:
+        response = response.make_conditional(_range_environ(len(media)), accept_ranges=True,
+                                             complete_length=len(media))
+    except RequestedRangeNotSatisfiable:
+        _audit(session, action="stream", reason=reason, outcome=416, call_sid=call_sid,
+               recording_sid=recording_sid, byte_range=byte_range)
+        raise
+    # Nothing is sent before the audit row (with the status about to be answered) is committed.
+    _audit(session, action="stream", reason=reason, outcome=response.status_code, call_sid=call_sid,
+           recording_sid=recording_sid, byte_range=byte_range)
+    return response
+
+
+def _range_environ(length: int) -> dict:
+    """The request's WSGI environ with its Range header adjusted to RFC 9110 §14.1.3 where
+    Werkzeug answers 416: a suffix range longer than the audio (``bytes=-N``, N > length)
+    selects all of it (206, ``bytes 0-(length-1)/length``); a request for several ranges is
+    served whole (200: a server may ignore Range, and players ask for one range). ``bytes=-0``
+    and a range starting past the end stay 416."""
+    environ = request.environ
+    parsed = parse_range_header(environ.get("HTTP_RANGE"))
+    if parsed is None or parsed.units != "bytes":
+        return environ
+    if len(parsed.ranges) > 1:
+        return {key: value for key, value in environ.items() if key != "HTTP_RANGE"}
+    start, end = parsed.ranges[0]
+    if end is None and start < 0 and -start > length:
+        return {**environ, "HTTP_RANGE": "bytes=0-"}
+    return environ
 
 
 def _call_in_scope(session, call_sid: str):
@@ -171,7 +220,11 @@ def pause_recording(call_sid: str):
     pause = RecordingPause(call_sid=call_sid, paused_at=_now(), token_id=g.principal.token_id,
                            reason=reason)
     session.add(pause)
-    session.flush()
+    try:
+        session.flush()  # the partial unique index admits one open pause per call
+    except IntegrityError:
+        session.rollback()  # a simultaneous request paused it first (PostgreSQL)
+        abort(409, "the recording is already paused")
     pause_id = pause.id
     session.commit()
     try:

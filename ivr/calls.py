@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from db import UTCDateTime
 from ivr.models import Call
 from line_config import normalise_number
+from recording.callbacks import close_open_pauses
 from routing import dispatch as acd
 from routing.models import Callback, Queue
 
@@ -155,7 +156,8 @@ def end_call(session: Session, call: Call, ended_at: datetime, now: datetime, *,
     The outcome follows from where the call was: in the menus → ``ivr_abandoned`` (unless it
     was told the line is closed), waiting or ringing an agent → ``abandoned``, talking →
     ``answered`` (talk time from the answer if the agent leg never reported it), at a unit →
-    ``transferred``. Frees the ACD entry and any agent still tied to the call.
+    ``transferred``. Frees the ACD entry and any agent still tied to the call, and closes a
+    recording pause that was never resumed.
     """
     if call.status in ("ended", "callback"):
         return False  # a caller waiting for a callback hung up on purpose: the contact is open
@@ -179,6 +181,7 @@ def end_call(session: Session, call: Call, ended_at: datetime, now: datetime, *,
     # A provider clock a little behind ours must not end the call before it began.
     call.ended_at = max(t for t in (ended_at, call.arrived_at, call.queue_entered_at,
                                     call.answered_at) if t is not None)
+    close_open_pauses(session, call.call_sid, call.ended_at)  # a pause never resumed ends here
     return True
 
 

@@ -6,6 +6,21 @@ job (fetch_state ``pending``) and the deletion date; ``absent`` (the provider ma
 A callback that arrives before the call's own webhooks is linked by CallSid all the same (the
 row carries the CallSid; there is no foreign key to wait for). Repeats of a final status and
 anything after it change nothing.
+
+The precise rule: only ``completed``, ``absent`` and ``failed`` are final (the provider's
+verdict on the media). Until one of them has arrived, any other status — ``in-progress``,
+``paused``, ``stopped``, ``processing``, an unknown one, and ``deleted`` too, which can only be
+news about a recording that completed and arrives out of order — is recorded (a later-ranked
+one replaces an earlier-ranked one) but never blocks the final status: a ``completed`` after a
+``deleted`` is downloaded and stored (a provider that really deleted it answers 404, retried
+and reported). Once a final status has arrived, or the recording was purged or erased
+(``deleted_at``), no callback changes it. Reconciliation (``recordings.jobs.reconcile``) asks
+the provider what it actually holds and may reopen an ``absent``/``failed`` recording the
+provider lists as completed.
+
+The first final status (and the end of the call, :func:`close_open_pauses` from
+``ivr.calls.end_call``) closes a recording pause still open: the paused span ends with the
+recording (RecordingStartTime + RecordingDuration, else the callback's arrival).
 """
 from __future__ import annotations
 
@@ -14,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from recording.models import FETCH_ABSENT, FETCH_PENDING, Recording
+from recording.models import FETCH_ABSENT, FETCH_PENDING, Recording, RecordingPause
 from recording.retention import DEFAULT_TIMEZONE, due_date
 from telephony.params import parse_int, parse_timestamp
 
@@ -22,6 +37,7 @@ from telephony.params import parse_int, parse_timestamp
 _STATUS_RANK = {"in-progress": 0, "paused": 1, "stopped": 2, "processing": 3,
                 "completed": 4, "absent": 4, "failed": 4, "deleted": 5}
 FINAL = 4
+DECIDED = ("completed", "absent", "failed")  # final: the provider's verdict on the media
 # A RecordingStartTime outside this range is ignored (retention counts from the callback's arrival).
 EARLIEST_START = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MAX_START_AHEAD = timedelta(days=1)
@@ -29,13 +45,16 @@ MAX_START_AHEAD = timedelta(days=1)
 
 def store_recording_callback(session: Session, params: dict[str, str], now: datetime, *,
                              retention_months: int = 6,
-                             tz_name: str = DEFAULT_TIMEZONE) -> Recording | None:
+                             tz_name: str = DEFAULT_TIMEZONE,
+                             reopen_absent: bool = False) -> Recording | None:
     """Upsert a recording from callback ``params`` (RecordingSid, CallSid, RecordingStatus, …).
 
     ``now`` (aware UTC) is the arrival time; ``retention_months`` the retention period in
     calendar months, counted in ``tz_name`` from when the recording was made
     (RecordingStartTime, else ``now``). Returns the row, or None when the callback has no
-    RecordingSid. Duration is in seconds. Flushes, does not commit.
+    RecordingSid. Duration is in seconds. ``reopen_absent`` (reconciliation only: the
+    provider lists the recording as completed) lets ``completed`` replace ``absent``/``failed``.
+    Flushes, does not commit.
     """
     sid = params.get("RecordingSid", "").strip()
     if not sid or len(sid) > 64:
@@ -46,8 +65,12 @@ def store_recording_callback(session: Session, params: dict[str, str], now: date
         recording = Recording(recording_sid=sid, call_sid=params.get("CallSid", "")[:64], status=status,
                               received_at=now, updated_at=now, fetch_state="none", fetch_attempts=0)
         session.add(recording)
-    elif _STATUS_RANK.get(recording.status, 0) >= FINAL \
-            or _STATUS_RANK.get(status, 0) < _STATUS_RANK.get(recording.status, 0):
+    elif recording.deleted_at is not None \
+            or (recording.status in DECIDED
+                and not (reopen_absent and status == "completed" and recording.status != "completed"
+                         and recording.fetch_state == FETCH_ABSENT)) \
+            or (status not in DECIDED
+                and _STATUS_RANK.get(status, 0) < _STATUS_RANK.get(recording.status, 0)):
         return recording  # a duplicate, or late news: the first final status stands
     if not recording.call_sid:
         recording.call_sid = params.get("CallSid", "")[:64]
@@ -73,5 +96,29 @@ def store_recording_callback(session: Session, params: dict[str, str], now: date
     elif status in ("absent", "failed"):
         recording.fetch_state = FETCH_ABSENT
         recording.delete_after = None
+    if status in DECIDED and recording.call_sid:
+        # The recording is over: so is any pause on it that was never resumed.
+        ended = now
+        if recording.started_at is not None and recording.duration_seconds is not None:
+            ended = min(now, recording.started_at + timedelta(seconds=recording.duration_seconds))
+        close_open_pauses(session, recording.call_sid, ended, begun_by=ended)
     session.flush()
     return recording
+
+
+def close_open_pauses(session: Session, call_sid: str, ended_at: datetime, *,
+                      begun_by: datetime | None = None) -> int:
+    """Close every pause of ``call_sid`` still open (never resumed) at ``ended_at``, the end of
+    the call or of its recording (never before the pause began); with ``begun_by``, only
+    pauses begun by then (a later recording of the same call keeps its own). Returns how many.
+    Flushes, does not commit."""
+    query = select(RecordingPause).where(RecordingPause.call_sid == call_sid,
+                                         RecordingPause.resumed_at.is_(None))
+    if begun_by is not None:
+        query = query.where(RecordingPause.paused_at <= begun_by)
+    pauses = session.scalars(query).all()
+    for pause in pauses:
+        pause.resumed_at = max(pause.paused_at, ended_at)
+    if pauses:
+        session.flush()
+    return len(pauses)

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 MAGIC = b"SKAR1\x00"
 NONCE_BYTES = 12
+TAG_BYTES = 16
 
 
 class KeyConfigError(ValueError):
@@ -26,6 +27,16 @@ class KeyConfigError(ValueError):
 
 class DecryptionError(ValueError):
     """A blob is not ours, was altered, or belongs to another recording."""
+
+
+KEY_ID_MAX = 32
+
+
+def valid_key_id(key_id: str) -> bool:
+    """Whether ``key_id`` may name a key in RECORDINGS_KEYS: 1-32 ASCII letters, digits, ``-``
+    or ``_`` (the one rule for :meth:`Keyring.parse` and ``flask recordings new-key --id``)."""
+    return 0 < len(key_id) <= KEY_ID_MAX and key_id.isascii() \
+        and all(ch.isalnum() or ch in "-_" for ch in key_id)
 
 
 @dataclass(frozen=True)
@@ -38,15 +49,15 @@ class Keyring:
     @classmethod
     def parse(cls, spec: str, current: str = "") -> "Keyring":
         """Parse ``id:base64[,id:base64…]`` (each key 32 bytes; ids up to 32 ASCII letters,
-        digits, ``-`` or ``_``). ``current`` defaults to the last id. Raises KeyConfigError."""
+        digits, ``-`` or ``_``; each id once). ``current`` defaults to the last id. Raises
+        KeyConfigError."""
         keys: dict[str, bytes] = {}
         for item in (part.strip() for part in spec.split(",")):
             if not item:
                 continue
             key_id, sep, encoded = item.partition(":")
             key_id = key_id.strip()
-            if not sep or not key_id or len(key_id) > 32 or not key_id.isascii() \
-                    or not all(ch.isalnum() or ch in "-_" for ch in key_id):
+            if not sep or not valid_key_id(key_id):
                 raise KeyConfigError(f"RECORDINGS_KEYS: {item[:40]!r} is not 'id:base64-key'")
             try:
                 raw = base64.b64decode(encoded.strip(), validate=True)
@@ -54,6 +65,8 @@ class Keyring:
                 raise KeyConfigError(f"RECORDINGS_KEYS: key {key_id!r} is not base64") from exc
             if len(raw) != 32:
                 raise KeyConfigError(f"RECORDINGS_KEYS: key {key_id!r} must be 32 bytes, not {len(raw)}")
+            if key_id in keys:  # which of the two would decrypt that id's recordings?
+                raise KeyConfigError(f"RECORDINGS_KEYS: key id {key_id!r} is listed twice")
             keys[key_id] = raw
         if not keys:
             raise KeyConfigError("RECORDINGS_KEYS is empty: recordings cannot be stored unencrypted")
@@ -76,6 +89,8 @@ class Keyring:
             raise DecryptionError("not an encrypted recording")
         length = blob[len(MAGIC)]
         start = len(MAGIC) + 1
+        if len(blob) < start + length + NONCE_BYTES + TAG_BYTES:  # torn write, bad restore
+            raise DecryptionError(f"truncated encrypted recording ({len(blob)} bytes)")
         key_id = blob[start:start + length].decode("ascii", "replace")
         nonce = blob[start + length:start + length + NONCE_BYTES]
         if key_id not in self.keys:
@@ -83,8 +98,9 @@ class Keyring:
         try:
             return AESGCM(self.keys[key_id]).decrypt(nonce, blob[start + length + NONCE_BYTES:],
                                                      recording_sid.encode())
-        except InvalidTag as exc:
-            raise DecryptionError("recording does not decrypt (altered, or another recording's)") from exc
+        except (InvalidTag, ValueError) as exc:  # ValueError: a malformed nonce or blob
+            raise DecryptionError("recording does not decrypt (altered, truncated, or another "
+                                  "recording's)") from exc
 
 
 def new_key() -> str:

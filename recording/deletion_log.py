@@ -40,6 +40,10 @@ def entry_digest(prev_hash: str, *, seq: int, recording_sid: str, call_sid: str,
     return hashlib.sha256(message).hexdigest()
 
 
+class LogKeyMissing(ValueError):
+    """RECORDINGS_LOG_KEY is not set but the deletion log was written with a key."""
+
+
 class DeletionLog:
     """Appends entries within the caller's transaction. Only one writer at a time: on
     PostgreSQL the first append takes a transaction-scoped advisory lock (SQLite's write
@@ -59,6 +63,24 @@ class DeletionLog:
         last = self.session.execute(select(RecordingDeletion.seq, RecordingDeletion.entry_hash)
                                     .order_by(RecordingDeletion.seq.desc()).limit(1)).first()
         return (last.seq, last.entry_hash) if last else (0, GENESIS)
+
+    def check_key(self) -> None:
+        """Without a key, refuse to extend a chain whose last entry was written with one: the
+        unkeyed entries appended would each read as altered under the key. Raises
+        LogKeyMissing. (With a key nothing is checked here: verify-log reports a wrong key.)"""
+        if self.key:
+            return
+        head = self.session.scalar(select(RecordingDeletion).order_by(RecordingDeletion.seq.desc()).limit(1))
+        if head is None:
+            return
+        digest = entry_digest(head.prev_hash, seq=head.seq, recording_sid=head.recording_sid,
+                              call_sid=head.call_sid, sha256=head.sha256, reason=head.reason,
+                              locations=head.locations, actor=head.actor, deleted_at=head.deleted_at)
+        if not hmac.compare_digest(digest, head.entry_hash):
+            raise LogKeyMissing(
+                f"RECORDINGS_LOG_KEY is not set, but the deletion log's last entry ({head.seq}) was "
+                "written with a key (or altered): set RECORDINGS_LOG_KEY to the log's key; nothing "
+                "was deleted")
 
     def begin(self) -> None:
         """Take the writer's lock (PostgreSQL) and read the chain's head, if not done yet in

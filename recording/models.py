@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db import Base, UTCDateTime, utcnow
@@ -91,7 +91,9 @@ class RecordingDeletion(Base):
 class RecordingAccess(Base):
     """One access to recordings through the API: who (token id and role), when, which
     (``recording_sid``, or None for a listing of ``call_sid``), what (``list``/``stream``),
-    the stated ``reason`` and the byte range asked for."""
+    the stated ``reason``, the byte range asked for and the ``outcome``: the HTTP status
+    answered (``200``, ``206``, ``416``; ``404``/``409``/``410`` refused; ``503``); None for rows
+    written before migration 0008."""
 
     __tablename__ = "recording_accesses"
 
@@ -103,14 +105,19 @@ class RecordingAccess(Base):
     recording_sid: Mapped[str | None] = mapped_column(String(64), index=True)
     reason: Mapped[str] = mapped_column(Text)
     byte_range: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str | None] = mapped_column(String(16))
     accessed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class RecordingPause(Base):
     """A stretch of a call during which recording was paused through the API: ``paused_at`` to
-    ``resumed_at`` (None while still paused); ``token_id`` who asked."""
+    ``resumed_at`` (None while still paused); ``token_id`` who asked. At most one open pause
+    per call (a partial unique index, migration 0008)."""
 
     __tablename__ = "recording_pauses"
+    __table_args__ = (Index("uq_recording_pauses_open_call_sid", "call_sid", unique=True,
+                            postgresql_where=text("resumed_at IS NULL"),
+                            sqlite_where=text("resumed_at IS NULL")),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     call_sid: Mapped[str] = mapped_column(String(64), index=True)

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Protocol
 
 
 PART_PREFIX = ".part-"
+PARTS_DIR = ".parts"  # partial files live beside their directory's objects, in this subfolder
 
 
 class StorageError(RuntimeError):
@@ -42,7 +43,9 @@ class RecordingStore(Protocol):
 
 
 class LocalStore:
-    """Files under ``root``; written to a temporary file, fsynced, then renamed into place."""
+    """Files under ``root``; written to a temporary file (``<dir>/.parts/.part-<name>-*``),
+    fsynced, then renamed into place. Partial files have their own subfolder so that finding
+    those of one object (at every put and delete) never lists a month's whole directory."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
@@ -58,9 +61,10 @@ class LocalStore:
         path = self._path(key)
         tmp = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            parts = path.parent / PARTS_DIR
+            parts.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._remove_parts(path)  # a worker killed before its rename left these behind
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=PART_PREFIX + path.name + "-")
+            fd, tmp = tempfile.mkstemp(dir=parts, prefix=PART_PREFIX + path.name + "-")
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
@@ -78,10 +82,11 @@ class LocalStore:
 
     @staticmethod
     def _parts(path: Path) -> list[Path]:
-        """Partial files (``.part-<name>-*``) of the object at ``path``."""
-        if not path.parent.is_dir():
+        """Partial files (``.parts/.part-<name>-*``) of the object at ``path``."""
+        parts = path.parent / PARTS_DIR
+        if not parts.is_dir():
             return []
-        return [p for p in path.parent.glob(PART_PREFIX + path.name + "-*") if p.is_file()]
+        return [p for p in parts.glob(PART_PREFIX + path.name + "-*") if p.is_file()]
 
     def _remove_parts(self, path: Path) -> int:
         removed = 0

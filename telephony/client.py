@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable, Protocol
 
 from twilio.base.exceptions import TwilioException
@@ -22,6 +23,21 @@ TWILIO_DEFAULT_BASE = "https://api.twilio.com"
 
 class TelephonyError(RuntimeError):
     """An outbound request to the provider failed (network error or an error status)."""
+
+
+@dataclass(frozen=True)
+class ProviderRecording:
+    """One recording as the provider lists it: its SID, the call it belongs to, its status
+    (``completed``, ``absent``, ``in-progress`` …), duration in seconds, start time (aware UTC),
+    channels and source (None when the provider gave none)."""
+
+    recording_sid: str
+    call_sid: str
+    status: str
+    duration_seconds: int | None = None
+    start_time: datetime | None = None
+    channels: int | None = None
+    source: str | None = None
 
 
 class TelephonyClient(Protocol):
@@ -61,6 +77,10 @@ class TelephonyClient(Protocol):
     def set_recording_paused(self, call_sid: str, paused: bool) -> None:
         """Pause (``paused=True``) or resume the recording running on the live call
         ``call_sid``. Raises TelephonyError."""
+
+    def list_recordings(self, since: datetime) -> list[ProviderRecording]:
+        """The account's recordings created at or after ``since`` (aware UTC; the provider may
+        round it down to the day), every page. Raises TelephonyError."""
 
 
 class RecordingNotFound(TelephonyError):
@@ -165,6 +185,22 @@ class TwilioRestClient:
             raise TelephonyError(f"{'pause' if paused else 'resume'} of recording on {call_sid} "
                                  f"failed: {exc}") from exc
 
+    def list_recordings(self, since: datetime) -> list[ProviderRecording]:
+        try:
+            listed = self._client.recordings.list(date_created_after=since, page_size=1000)
+        except (TwilioException, OSError) as exc:
+            raise TelephonyError(f"listing recordings failed: {exc}") from exc
+        result = []
+        for item in listed:
+            try:
+                duration = int(item.duration) if item.duration not in (None, "") else None
+            except ValueError:
+                duration = None
+            result.append(ProviderRecording(item.sid or "", item.call_sid or "", str(item.status or ""),
+                                            duration, item.start_time, item.channels,
+                                            str(item.source) if item.source else None))
+        return result
+
 
 @dataclass
 class FakeTelephonyClient:
@@ -244,6 +280,23 @@ class FakeTelephonyClient:
         state = self._recording_state()
         state["deleted"].append(recording_sid)
         return state["media"].pop(recording_sid, None) is not None
+
+    def add_listed_recording(self, recording: ProviderRecording, media: bytes | None = None) -> None:
+        """Make the fake provider list ``recording`` (and hold ``media`` for it, if given)."""
+        state = self._recording_state()
+        state.setdefault("listed", {})[recording.recording_sid] = recording
+        if media is not None:
+            state["media"][recording.recording_sid] = media
+
+    def list_recordings(self, since: datetime) -> list[ProviderRecording]:
+        """The recordings given to :meth:`add_listed_recording` that started at or after
+        ``since`` (or have no start time) and were not deleted since; raises TelephonyError if
+        ``fail_calls``."""
+        if self.fail_calls:
+            raise TelephonyError("listing recordings failed (fake)")
+        state = self._recording_state()
+        return [r for sid, r in state.get("listed", {}).items()
+                if sid not in state["deleted"] and (r.start_time is None or r.start_time >= since)]
 
     def set_recording_paused(self, call_sid: str, paused: bool) -> None:
         if self.fail_calls:

@@ -560,7 +560,7 @@ def test_local_store_keys_cannot_leave_the_store(tmp_path):
     store.put("2026/12/RE1.bin", b"x")
     assert store.keys() == ["2026/12/RE1.bin"] and store.delete("2026/12/RE1.bin") is True
     assert store.delete("2026/12/RE1.bin") is False and store.keys() == []
-    assert [p.name for p in (tmp_path / "store" / "2026" / "12").iterdir()] == []  # no temp files left
+    assert [p for p in (tmp_path / "store" / "2026" / "12").rglob("*") if p.is_file()] == []  # no temp files left
 
 
 def test_purge_also_deletes_a_copy_a_killed_download_wrote_but_never_recorded(

@@ -423,18 +423,19 @@ def test_verify_log_reports_an_unrecorded_copy_of_a_deleted_recording(rapp, prov
     provider.add_recording(REC, wav(12))
     post_recording(rapp, CALL, REC)
     services = Services.from_app(rapp)
-    real = provider.download_recording
+    real_put = LocalStore.put
 
-    def download(sid):
-        media = real(sid)
+    def put(self, key, data):
+        # The erasure runs after the download renewed its lease, just before it writes its copy
+        # (earlier, the download writes nothing: it finds its lease gone).
         with rapp.extensions["db_sessionmaker"]() as s:
             purge(s, services, clock(), reason="erasure", call_sids=[CALL], actor="erase")
+        real_put(self, key, data)
         # the download's own clean-up of its copy will fail
         monkeypatch.setattr(LocalStore, "delete", lambda self, key: (_ for _ in ()).throw(
             StorageError("denied")))
-        return media
 
-    provider.download_recording = download
+    monkeypatch.setattr(LocalStore, "put", put)
     with rapp.extensions["db_sessionmaker"]() as s:
         report = fetch_due(s, services, clock())
     monkeypatch.undo()
