@@ -12,6 +12,7 @@ import io
 from datetime import date
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+from sqlalchemy.orm import Session
 
 from admin.auth import require_roles
 from db import get_read_session
@@ -150,19 +151,24 @@ def export_calls():
     if not reveal and key is None:
         return jsonify(error="callers must be pseudonymised for this role and "
                              "REPORT_PSEUDONYM_KEY is not set"), 503
-    session = get_read_session()
+    engine = current_app.extensions["db_engine"].execution_options(read_only=True)
 
     def generate():
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=call_log.COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for n, row in enumerate(call_log.iterate(session, query, reveal=reveal, key=key), 1):
-            writer.writerow(row)
-            if n % 500 == 0:
-                yield out.getvalue()
-                out.seek(0)
-                out.truncate()
-        yield out.getvalue()
+        # The stream owns its session: it lives exactly as long as the download.
+        session = Session(bind=engine)
+        try:
+            out = io.StringIO()
+            writer = csv.DictWriter(out, fieldnames=call_log.COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            for n, row in enumerate(call_log.iterate(session, query, reveal=reveal, key=key), 1):
+                writer.writerow(row)
+                if n % 500 == 0:
+                    yield out.getvalue()
+                    out.seek(0)
+                    out.truncate()
+            yield out.getvalue()
+        finally:
+            session.close()
 
     filename = f"calls-{query.start}-{query.end}.csv"
     return Response(stream_with_context(generate()), mimetype="text/csv",

@@ -107,6 +107,9 @@ class Call(Base):
     disposition: Mapped[str | None] = mapped_column(String(24))
     disposition_agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
     disposition_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The queue entry of the same caller's next offered call (None: none yet). Kept when that
+    # call is offered, so repeat-contact FCR is a plain count (reporting/aggregate.py).
+    next_offer_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_calls_arrived_at", "arrived_at"),

@@ -47,6 +47,7 @@ from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
 from db import UTCDateTime
+from ivr.calls import fill_next_offers
 from line_config import normalise_number
 from routing.models import Agent, Queue
 from simulator import data as bank
@@ -593,6 +594,8 @@ def import_file(session: Session, path: str | Path, fmt: str, *, tz: ZoneInfo,
         summary.refused = True
         summary.imported = summary.already_present = summary.ivr_only = 0
     else:
+        # Repeat-contact FCR reads each call's next offer from the same caller.
+        fill_next_offers(session)
         session.commit()
     summary.seconds = time.monotonic() - started
     return summary

@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from ivr.calls import fill_next_offers
 from ivr.models import Call
 from reporting.aggregate import (ReportError, ReportSpec, intervals_between, report_as_dict,
                                  run_report)
@@ -119,6 +120,8 @@ def test_repeat_contact_fcr_70_percent_with_identified_callers_only(session, que
     for i in range(30):   # withheld: answered but never linked
         session.add(call(pension, start + timedelta(minutes=i, seconds=30), wait=5, caller=None))
     session.commit()
+    fill_next_offers(session)
+    session.commit()
     result = report(session, fcr_windows=(1, 7))
     total = result.total
     assert total.fcr[7] == [120, 400]
@@ -140,6 +143,8 @@ def test_fcr_window_boundaries_data_end_and_scheduled_callbacks(session, queues)
         call(pension, t, wait=5, caller="+37251000003"),
         call(pension, t + timedelta(days=1), wait=5, caller="+37251000003", source="callback"),
     ])
+    session.commit()
+    fill_next_offers(session)
     session.commit()
     result = run_report(session, ReportSpec(date(2026, 12, 1), date(2026, 12, 1), timezone=TZ,
                                             fcr_windows=(7,)), now=NOW)
@@ -413,6 +418,8 @@ def test_imported_history_with_a_gap_leaves_windows_that_run_into_it_out(session
     session.add(call(pension, utc(1999, 10, 1, 9), wait=5, source="imported",
                      caller="anonymous-bank:27"))
     session.commit()
+    fill_next_offers(session)
+    session.commit()
     result = run_report(session, ReportSpec(date(1999, 1, 1), date(1999, 2, 28), timezone=TZ,
                                             interval="month", fcr_windows=(7,)), now=NOW)
     january, february = (i.total for i in result.intervals)
@@ -468,3 +475,24 @@ def test_cli_export_pseudonymises_and_reports_progress(loaded_app, session, tmp_
     shown = runner.invoke(args=["calls", "export", "--from", "2026-12-01", "--to", "2026-12-01",
                                 "--numbers"])
     assert shown.exit_code == 0 and shown.stdout.count("+37251234567") == 2
+
+
+def test_a_callers_next_offered_call_is_stamped_on_their_earlier_one(loaded_app, session, clock):
+    """Live path: when the same number's second call enters a queue, the first call learns
+    its next offer; a withheld number links nothing."""
+    from tests.break_helpers import queue
+    from tests.conftest import Caller
+    client = loaded_app.test_client()
+    first = Caller(client, "CA" + "1" * 32, from_number="+37251234567")
+    queue(first)
+    clock.advance(600)
+    second = Caller(client, "CA" + "2" * 32, from_number="5123 4567")   # national form
+    queue(second)
+    withheld = Caller(client, "CA" + "3" * 32, from_number="anonymous")
+    queue(withheld)
+    session.expire_all()
+    calls = {c.call_sid[2:3]: c for c in session.query(Call).all()}
+    assert calls["1"].caller_key == calls["2"].caller_key == "+37251234567"
+    assert calls["1"].next_offer_at == calls["2"].queue_entered_at is not None
+    assert calls["2"].next_offer_at is None
+    assert calls["3"].caller_key is None and calls["3"].next_offer_at is None
