@@ -47,7 +47,11 @@ clean:
 # install wrk). Options: BENCH_ARGS for the first, DISPATCH_BENCH_ARGS for the second. Both
 # run; the exit status is the first non-zero one.
 .PHONY: bench
-bench: $(VENV)/.installed
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.installed $(VENV)/.bench-installed
 	@status=0; \
 	$(BIN)/python benchmarks/webhook_throughput.py $(BENCH_ARGS) || status=$$?; \
 	$(BIN)/python benchmarks/dispatch_latency.py $(DISPATCH_BENCH_ARGS) || \
