@@ -87,6 +87,9 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
+            # REPLACE deletes the row it replaces; with recursive triggers that deletion fires
+            # the append-only triggers (the deletion log cannot be rewritten by INSERT OR REPLACE).
+            cursor.execute("PRAGMA recursive_triggers=ON")
             cursor.close()
 
         @event.listens_for(engine, "begin")

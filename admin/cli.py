@@ -21,7 +21,7 @@ from admin.config_loader import apply_line_config
 from admin.models import ROLES
 from db import get_read_session, get_session
 from ivr.audio import TtsUnavailable, render
-from ivr.calls import close_stale
+from ivr.calls import close_stale, fill_next_offers
 from line_config import LineConfigError, current_line_config, parse_line_config
 from reporting import call_log
 from reporting.aggregate import DIMENSIONS, ReportError
@@ -189,6 +189,18 @@ def calls_import(fmt: str, tz_name: str | None, skip_bad_rows: bool, key_prefix:
         click.echo(line("total", total, bad_rows))
     if failed:
         raise SystemExit(1)
+
+
+@calls_cli.command("relink")
+@click.option("--days", type=click.FloatRange(min=0.01, max=3660), default=8.0, show_default=True,
+              help="Repair calls offered in the last DAYS days (at least the longest FCR window).")
+def calls_relink(days: float) -> None:
+    """Repair the repeat-contact links (next offer of the same caller) of recent calls: two
+    offers of one number racing on two lines may miss each other. Cron, e.g. hourly."""
+    session = get_session()
+    changed = fill_next_offers(session, since=_now() - timedelta(days=days))
+    session.commit()
+    click.echo(f"relinked {changed} calls offered in the last {days:g} days")
 
 
 @calls_cli.command("export")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from datetime import date
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
@@ -42,8 +43,10 @@ def _number(name: str, default, kind=float, low=0, high=None):
         return default
     try:
         value = kind(raw)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise BadRequest(f"'{name}' must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise BadRequest(f"'{name}' must be a finite number, got {raw!r}")
     if value < low or (high is not None and value > high):
         raise BadRequest(f"'{name}' must be between {low} and {high}" if high is not None
                          else f"'{name}' must be at least {low}")
@@ -125,7 +128,7 @@ def list_calls():
     try:
         query = _call_log_query()
         rows, cursor = call_log.page(get_read_session(), query,
-                                     after_id=_number("after", 0, int, 0),
+                                     after_id=_number("after", 0, int, 0, call_log.MAX_ID),
                                      limit=_number("limit", 500, int, 1, MAX_PER_PAGE),
                                      reveal=reveal, key=_pseudonym_key())
     except (BadRequest, ReportError) as exc:

@@ -65,53 +65,90 @@ def leave_ivr(call: Call, now: datetime) -> None:
         call.ivr_exited_at = now
 
 
-# The caller's earlier offered calls that do not know their next one yet learn it is this one.
+# Repeat contacts (FCR): every offered call of an identified caller keeps the queue entry of
+# that caller's next offered call at a later time, ``next_offer_at``. Scheduled callbacks are
+# the agency's contacts, never a caller's repeat, and calls at the same instant are not each
+# other's next.
+_NEXT_AFTER = """(SELECT MIN(later.queue_entered_at) FROM calls AS later
+        WHERE later.caller_key = calls.caller_key AND later.source <> 'callback'
+          AND later.queue_entered_at > calls.queue_entered_at)"""
+
+# A new offer at :at: earlier calls whose next is unknown or later learn it is this one, and
+# the new call learns its own next if one was committed before it (two offers racing).
 _LINK_REPEAT = text("""
     UPDATE calls SET next_offer_at = :at
-    WHERE caller_key = :caller_key AND queue_entered_at < :at AND next_offer_at IS NULL
-      AND source <> 'callback'
+    WHERE caller_key = :caller_key AND queue_entered_at < :at AND source <> 'callback'
+      AND (next_offer_at IS NULL OR next_offer_at > :at)
+""").bindparams(bindparam("at", type_=UTCDateTime))
+_LINK_OWN_NEXT = text(f"""
+    UPDATE calls SET next_offer_at = {_NEXT_AFTER} WHERE id = :call_id
+""")
+# An offer withdrawn (a canceled callback contact): the calls that pointed at it look again.
+_UNLINK_REPEAT = text(f"""
+    UPDATE calls SET next_offer_at = {_NEXT_AFTER}
+    WHERE caller_key = :caller_key AND next_offer_at = :at AND source <> 'callback'
 """).bindparams(bindparam("at", type_=UTCDateTime))
 
-# Fill next_offer_at for every offered call that lacks it (after an import or a migration):
-# the earliest later offer of the same caller. Scheduled callbacks are the agency's contacts,
-# never a caller's repeat.
-FILL_NEXT_OFFER = """
-    UPDATE calls SET next_offer_at = (
-        SELECT MIN(later.queue_entered_at) FROM calls AS later
-        WHERE later.caller_key = calls.caller_key AND later.source <> 'callback'
-          AND later.queue_entered_at > calls.queue_entered_at)
-    WHERE caller_key IS NOT NULL AND queue_entered_at IS NOT NULL AND next_offer_at IS NULL
-      AND source <> 'callback'
+# Recompute next_offer_at wherever it differs from the caller's actual next offer (after an
+# import, which may bring calls older than or between those already logged, or a migration).
+FILL_NEXT_OFFER = f"""
+    UPDATE calls SET next_offer_at = {_NEXT_AFTER}
+    WHERE caller_key IS NOT NULL AND queue_entered_at IS NOT NULL AND source <> 'callback'
+      AND next_offer_at IS NOT {_NEXT_AFTER}
 """
 
-
-def link_repeat_contact(session: Session, caller_key: str, at: datetime) -> None:
-    """A call from ``caller_key`` was offered at ``at`` (UTC): stamp it as the next offer of
-    the caller's earlier offered calls that have none yet (one probe on the caller's index)."""
-    session.execute(_LINK_REPEAT, {"caller_key": caller_key, "at": at})
-
-
-# The same on PostgreSQL in one pass: a window over the callers instead of a probe per call
-# (10 million calls: one sort instead of 10 million index look-ups).
+# The same on PostgreSQL in one pass: a window over each caller's offers instead of a probe
+# per call (10 million calls: one sort instead of 10 million index look-ups). The frame is the
+# following offers without the current instant's peers: the next *later* offer.
 FILL_NEXT_OFFER_POSTGRESQL = """
     UPDATE calls SET next_offer_at = later.next_offer_at
-    FROM (SELECT id, LEAD(queue_entered_at) OVER (
-                     PARTITION BY caller_key ORDER BY queue_entered_at, id) AS next_offer_at
+    FROM (SELECT id, MIN(queue_entered_at) OVER (
+                     PARTITION BY caller_key ORDER BY queue_entered_at
+                     RANGE BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING EXCLUDE GROUP
+                 ) AS next_offer_at
           FROM calls
           WHERE caller_key IS NOT NULL AND queue_entered_at IS NOT NULL
             AND source <> 'callback') AS later
-    WHERE calls.id = later.id AND later.next_offer_at IS NOT NULL
-      AND calls.next_offer_at IS NULL AND later.next_offer_at > calls.queue_entered_at
+    WHERE calls.id = later.id AND calls.next_offer_at IS DISTINCT FROM later.next_offer_at
 """
 
 
-def fill_next_offers(session: Session) -> int:
-    """Set ``next_offer_at`` on every offered call that lacks it and has a later offer from
-    the same caller (scheduled callbacks excluded); returns the rows written (on SQLite: every
-    offered call from an identified caller without one). Idempotent."""
+def link_repeat_contact(session: Session, call: Call) -> None:
+    """``call`` (from an identified caller) was just offered: it becomes the next offer of
+    the caller's earlier calls that had none or a later one, and learns its own next offer if
+    a later one exists already. Two probes on the caller's index."""
+    session.flush()
+    session.execute(_LINK_REPEAT, {"caller_key": call.caller_key, "at": call.queue_entered_at})
+    session.execute(_LINK_OWN_NEXT, {"call_id": call.id})
+    session.expire(call, ["next_offer_at"])
+
+
+def unlink_repeat_contact(session: Session, caller_key: str | None, at: datetime) -> None:
+    """The offer of ``caller_key`` at ``at`` (UTC) no longer counts (its queue entry was
+    cleared): the calls that had it as their next offer find their next one again."""
+    if caller_key:
+        session.execute(_UNLINK_REPEAT, {"caller_key": caller_key, "at": at})
+
+
+def fill_next_offers(session: Session, since: datetime | None = None) -> int:
+    """Make ``next_offer_at`` right on every offered call of an identified caller (the
+    earliest later offer of the same caller, scheduled callbacks excluded), or only on calls
+    offered from ``since`` (UTC) on; returns the rows changed. Idempotent.
+
+    Run after an import (all calls), and from cron over the last days (``flask calls
+    relink``): two offers of one number racing on two lines can each commit without seeing
+    the other, which leaves the earlier one unlinked until then.
+    """
     statement = (FILL_NEXT_OFFER_POSTGRESQL if session.get_bind().dialect.name == "postgresql"
                  else FILL_NEXT_OFFER)
-    return session.execute(text(statement)).rowcount or 0
+    if since is None:
+        return session.execute(text(statement)).rowcount or 0
+    # Later offers are all after ``since``, so limiting both the calls and their candidates
+    # to it changes nothing for the calls it keeps.
+    limited = statement.replace("queue_entered_at IS NOT NULL",
+                                "queue_entered_at IS NOT NULL AND queue_entered_at >= :since")
+    return session.execute(text(limited).bindparams(bindparam("since", type_=UTCDateTime)),
+                           {"since": since}).rowcount or 0
 
 
 def enter_queue(session: Session, call: Call, queue: Queue, now: datetime, *,
@@ -133,7 +170,7 @@ def enter_queue(session: Session, call: Call, queue: Queue, now: datetime, *,
         # not on the incoming-call webhook.
         call.caller_key = normalise_number(call.from_number)
         if call.caller_key is not None and call.source != "callback":
-            link_repeat_contact(session, call.caller_key, now)
+            link_repeat_contact(session, call)
     call.status = "queued"
     entered_at = call.queue_entered_at if place is None else min(place, call.queue_entered_at)
     acd.enqueue(session, call_id=call.id, queue=queue, priority=call.priority,

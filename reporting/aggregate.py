@@ -30,6 +30,7 @@ Which calls count where:
 from __future__ import annotations
 
 import bisect
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -37,7 +38,7 @@ from math import gcd
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Float, Integer, and_, case, false, func, literal, or_, select, text
+from sqlalchemy import Boolean, Float, Integer, and_, case, false, func, literal, or_, select, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
@@ -52,6 +53,11 @@ MINUTE_INTERVALS = {"15min": 15, "30min": 30, "60min": 60}
 DIMENSIONS = ("queue", "agent", "language", "topic")
 NO_VALUE = {"queue": "(no queue)", "agent": "(no agent)", "language": "(none)", "topic": "(none)"}
 IN_IVR = "in_ivr"
+# Offered calls the service moved on before an agent answered (overflow to a unit, the queue's
+# maximum wait, no agent left, a full queue, closing time, a referral, a callback request that
+# ended because the caller called again): neither answered nor abandoned by the caller.
+DEQUEUED_OUTCOMES = ("transferred", "max_wait", "no_agent", "queue_full", "out_of_hours",
+                     "referred", "called_again")
 
 
 class ReportError(ValueError):
@@ -61,8 +67,19 @@ class ReportError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # Dialect-neutral time arithmetic (PostgreSQL and SQLite)
 
+# SQLite keeps a UTC time as text 'YYYY-MM-DD HH:MM:SS.ffffff' (see db.UTCDateTime). Its
+# strftime('%s') rounds to the millisecond, so whole seconds come from the first 19
+# characters and the fraction from the rest: exact, as on PostgreSQL.
+def _sqlite_whole(x: str) -> str:
+    return f"CAST(strftime('%s', substr({x}, 1, 19)) AS INTEGER)"
+
+
+def _sqlite_seconds(x: str) -> str:
+    return f"({_sqlite_whole(x)} + COALESCE(CAST(substr({x}, 20) AS REAL), 0.0))"
+
+
 class _EpochSeconds(FunctionElement):
-    """Whole seconds since 1970-01-01 UTC of a timestamp column (an integer)."""
+    """Whole seconds since 1970-01-01 UTC of a timestamp column (an integer, floored)."""
 
     type = Integer()
     inherit_cache = True
@@ -70,7 +87,7 @@ class _EpochSeconds(FunctionElement):
 
 @compiles(_EpochSeconds)
 def _epoch_sqlite(element, compiler, **kw):
-    return "CAST(strftime('%%s', %s) AS INTEGER)" % compiler.process(element.clauses, **kw)
+    return _sqlite_whole(compiler.process(element.clauses, **kw))
 
 
 @compiles(_EpochSeconds, "postgresql")
@@ -79,7 +96,10 @@ def _epoch_pg(element, compiler, **kw):
 
 
 class _SecondsBetween(FunctionElement):
-    """``a − b`` in seconds (float, millisecond precision on SQLite, exact on PostgreSQL)."""
+    """``a − b`` in seconds, never below 0 (float; exact to the microsecond on both databases).
+
+    A negative wait (an answer time derived from the agent leg that falls before the queue
+    entry) counts as 0, as in reporting.metrics.classify_offered."""
 
     type = Float()
     inherit_cache = True
@@ -88,17 +108,62 @@ class _SecondsBetween(FunctionElement):
 @compiles(_SecondsBetween)
 def _between_sqlite(element, compiler, **kw):
     a, b = (compiler.process(c, **kw) for c in element.clauses)
-
-    def secs(x: str) -> str:
-        return (f"(CAST(strftime('%s', {x}) AS INTEGER) + CAST(strftime('%f', {x}) AS REAL)"
-                f" - CAST(strftime('%S', {x}) AS INTEGER))")
-    return f"ROUND({secs(a)} - {secs(b)}, 3)"
+    return f"MAX(ROUND({_sqlite_seconds(a)} - {_sqlite_seconds(b)}, 6), 0.0)"
 
 
 @compiles(_SecondsBetween, "postgresql")
 def _between_pg(element, compiler, **kw):
     a, b = (compiler.process(c, **kw) for c in element.clauses)
-    return f"CAST(EXTRACT(EPOCH FROM ({a} - {b})) AS DOUBLE PRECISION)"
+    return f"GREATEST(CAST(EXTRACT(EPOCH FROM ({a} - {b})) AS DOUBLE PRECISION), 0.0)"
+
+
+class _Within(FunctionElement):
+    """True when ``later − earlier ≤ seconds`` (a literal number of seconds)."""
+
+    type = Boolean()
+    inherit_cache = True
+
+    def __init__(self, later, earlier, seconds: float):
+        self.seconds = float(seconds)
+        super().__init__(later, earlier)
+
+
+@compiles(_Within)
+def _within_sqlite(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(ROUND({_sqlite_seconds(a)} - {_sqlite_seconds(b)}, 6) <= {element.seconds!r})"
+
+
+@compiles(_Within, "postgresql")
+def _within_pg(element, compiler, **kw):
+    # Plain timestamp arithmetic: no per-row conversion to seconds.
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({a} <= {b} + INTERVAL '{element.seconds!r} seconds')"
+
+
+class _Bucket(FunctionElement):
+    """The start of the UTC bucket of ``size`` seconds holding a timestamp: epoch seconds on
+    SQLite, a timestamptz on PostgreSQL (``date_bin``, whose groups the planner can estimate
+    from the statistics migration 0009 creates)."""
+
+    inherit_cache = True
+
+    def __init__(self, column, size: int):
+        self.size = int(size)
+        super().__init__(column)
+
+
+@compiles(_Bucket)
+def _bucket_sqlite(element, compiler, **kw):
+    x = _sqlite_whole(compiler.process(element.clauses, **kw))
+    return f"({x} - {x} % {element.size})"
+
+
+@compiles(_Bucket, "postgresql")
+def _bucket_pg(element, compiler, **kw):
+    x = compiler.process(element.clauses, **kw)
+    return (f"date_bin(INTERVAL '{element.size} seconds', {x}, "
+            f"TIMESTAMPTZ '1970-01-01 00:00:00+00')")
 
 
 def epoch_seconds(column: ColumnElement) -> ColumnElement:
@@ -107,8 +172,18 @@ def epoch_seconds(column: ColumnElement) -> ColumnElement:
 
 
 def seconds_between(later: ColumnElement, earlier: ColumnElement) -> ColumnElement:
-    """SQL: ``later − earlier`` in seconds (float)."""
+    """SQL: ``later − earlier`` in seconds (float), 0 when negative."""
     return _SecondsBetween(later, earlier)
+
+
+def within(later: ColumnElement, earlier: ColumnElement, seconds: float) -> ColumnElement:
+    """SQL: ``later − earlier ≤ seconds``."""
+    return _Within(later, earlier, seconds)
+
+
+def _bucket_start(value) -> int:
+    """A bucket key from the database (epoch seconds or an aware datetime) as epoch seconds."""
+    return int(value.timestamp()) if isinstance(value, datetime) else int(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,6 +402,8 @@ def validate(spec: ReportSpec) -> ZoneInfo:
             raise ReportError(f"unknown dimension {dim!r}; use one of {', '.join(DIMENSIONS)}")
     if len(set(spec.dimensions)) != len(spec.dimensions):
         raise ReportError("a dimension is given twice")
+    if not (math.isfinite(spec.threshold) and math.isfinite(spec.short_abandon)):
+        raise ReportError("threshold and short-abandon cut-off are finite numbers of seconds")
     if spec.threshold < 0 or spec.short_abandon < 0:
         raise ReportError("threshold and short-abandon cut-off are seconds ≥ 0")
     if any(w < 1 or w > 366 for w in spec.fcr_windows):
@@ -350,36 +427,39 @@ DAY = 86400
 
 
 def coverage_spans(session: Session, lo: datetime, hi: datetime, now: datetime,
-                   ) -> dict[str, list[tuple[int, int]]]:
-    """The stretches of time the call log covers, per kind of data, as (start, end) in epoch
-    seconds, for offers in [``lo`` − 8 days, ``hi``).
+                   ) -> dict[str, list[tuple[datetime, datetime]]]:
+    """The stretches of time the call log covers, per kind of data, as (start, end) UTC
+    instants, for offers in [``lo`` − 8 days, ``hi``).
 
     Live calls (every source but ``imported``) are logged as they happen, so live data runs
     up to ``now``: one stretch. Imported history has the gaps of its files: its stretches come
-    from the UTC days that have imported offered calls, a gap of more than 7 days without any
-    (longer than any holiday closure of a line) ends a stretch, and a stretch ends at the end
-    of its last day with calls. Repeat-contact FCR only counts a call whose window ends inside
-    its stretch, so history imported for January–February and October is not read as "nobody
+    from the UTC days that have imported offered calls; a gap of more than 7 days without any
+    (longer than any holiday closure of a line) ends a stretch, and a stretch ends at its last
+    imported call. Repeat-contact FCR only counts a call whose window ends inside its
+    stretch, so history imported for January–February and October is not read as "nobody
     called back" from March to September.
     """
     day = epoch_seconds(Call.queue_entered_at) - epoch_seconds(Call.queue_entered_at) % DAY
-    starts = session.scalars(
-        select(day).where(Call.source == "imported",
-                          Call.queue_entered_at >= lo - DATA_GAP - timedelta(days=1),
-                          Call.queue_entered_at < hi)
+    rows = session.execute(
+        select(day, func.max(Call.queue_entered_at))
+        .where(Call.source == "imported",
+               Call.queue_entered_at >= lo - DATA_GAP - timedelta(days=1),
+               Call.queue_entered_at < hi)
         .group_by(day).order_by(day)).all()
-    imported: list[list[int]] = []
-    for start in map(int, starts):
-        if imported and start - imported[-1][1] <= DATA_GAP.total_seconds():
-            imported[-1][1] = start + DAY
+    imported: list[list] = []
+    for start, last in rows:
+        first = datetime.fromtimestamp(int(start), timezone.utc)
+        last = last if isinstance(last, datetime) else datetime.fromisoformat(str(last))
+        last = last if last.tzinfo else last.replace(tzinfo=timezone.utc)
+        if imported and first - imported[-1][1] <= DATA_GAP:
+            imported[-1][1] = last
         else:
-            imported.append([start, start + DAY])
-    return {"live": [(0, int(now.timestamp()))],
-            "imported": [(a, b) for a, b in imported]}
+            imported.append([first, last])
+    return {"live": [(EPOCH, now)], "imported": [(a, b) for a, b in imported]}
 
 
 def _offered_query(spec: ReportSpec, lo: datetime, hi: datetime, bucket: int,
-                   spans: dict[str, list[tuple[int, int]]]):
+                   spans: dict[str, list[tuple[datetime, datetime]]]):
     """The GROUP BY query over offered calls; one row per (bucket, dimension values)."""
     dims = _dimension_columns()
     windows = sorted(set(spec.fcr_windows))
@@ -387,29 +467,20 @@ def _offered_query(spec: ReportSpec, lo: datetime, hi: datetime, bucket: int,
     columns: list[Any] = [
         Call.id.label("id"), Call.source.label("source"), Call.caller_key.label("caller_key"),
         Call.queue_entered_at.label("q"), Call.answered_at.label("a"), Call.ended_at.label("e"),
+        Call.outcome.label("outcome"),
         Call.talk_seconds.label("talk"), Call.hold_seconds.label("hold"),
         Call.wrap_up_seconds.label("wrap"), Call.disposition.label("disposition"),
         Call.language.label("language"), Call.topic.label("topic"),
         Queue.name.label("queue"), Agent.name.label("agent"),
         Call.ivr_struggle.label("struggle"),
     ]
-    answered = Call.answered_at.is_not(None)
-    abandoned = and_(Call.answered_at.is_(None), Call.ended_at.is_not(None))
-    columns.append(case((answered, seconds_between(Call.answered_at, Call.queue_entered_at)),
-                        (abandoned, seconds_between(Call.ended_at, Call.queue_entered_at)))
-                   .label("raw_wait"))
     if windows:
-        columns.append(seconds_between(Call.next_offer_at, Call.queue_entered_at).label("gap"))
-        columns.append(seconds_between(Call.queue_entered_at, literal(EPOCH, UTCDateTime))
-                       .label("q_epoch"))
+        columns.append(Call.next_offer_at.label("next_q"))
     inner = (select(*columns)
              .select_from(Call)
              .outerjoin(Queue, Queue.id == Call.queue_id)
              .outerjoin(Agent, Agent.id == Call.agent_id)
              .where(Call.queue_entered_at >= lo, Call.queue_entered_at < hi))
-    # OFFSET 0 keeps PostgreSQL from inlining the subquery, which would compute each call's
-    # wait once per aggregate that reads it; it also lets the planner expect few groups.
-    inner = inner.offset(0)
     if spec.source:
         inner = inner.where(Call.source == spec.source)
     for dim, value in spec.filters:
@@ -417,16 +488,14 @@ def _offered_query(spec: ReportSpec, lo: datetime, hi: datetime, bucket: int,
     c = inner.subquery("c")
 
     answered = c.c.a.is_not(None)
-    abandoned = and_(c.c.a.is_(None), c.c.e.is_not(None))
-    # A negative wait (an answer time derived from the agent leg that falls before the queue
-    # entry) counts as 0, as in reporting.metrics.classify_offered.
-    wait = case((c.c.raw_wait < 0, 0.0), else_=c.c.raw_wait)
-
+    dequeued = and_(c.c.a.is_(None), c.c.e.is_not(None), c.c.outcome.in_(DEQUEUED_OUTCOMES))
+    abandoned = and_(c.c.a.is_(None), c.c.e.is_not(None),
+                     func.coalesce(c.c.outcome, "abandoned").not_in(DEQUEUED_OUTCOMES))
     def count_if(condition) -> ColumnElement:
-        return func.sum(case((condition, 1), else_=0))
+        return func.count().filter(condition)
 
     handled = and_(answered, c.c.talk.is_not(None))
-    keys: list[ColumnElement] = [epoch_seconds(c.c.q) - epoch_seconds(c.c.q) % bucket]
+    keys: list[ColumnElement] = [_Bucket(c.c.q, bucket)]
     keys += [getattr(c.c, dim) for dim in spec.dimensions]
     outer_cols: list[Any] = [keys[0].label("bucket")]
     outer_cols += [key.label(f"dim_{dim}") for key, dim in zip(keys[1:], spec.dimensions)]
@@ -434,11 +503,14 @@ def _offered_query(spec: ReportSpec, lo: datetime, hi: datetime, bucket: int,
         func.count().label("offered"),
         count_if(answered).label("answered"),
         count_if(abandoned).label("abandoned"),
-        count_if(and_(answered, wait <= spec.threshold)).label("answered_within"),
-        count_if(and_(abandoned, wait <= spec.threshold)).label("abandoned_within"),
-        count_if(and_(abandoned, wait <= spec.short_abandon)).label("short_abandoned"),
-        func.sum(case((answered, wait), else_=0.0)).label("answered_wait_total"),
-        func.sum(case((abandoned, wait), else_=0.0)).label("abandoned_wait_total"),
+        count_if(dequeued).label("dequeued"),
+        count_if(and_(answered, within(c.c.a, c.c.q, spec.threshold))).label("answered_within"),
+        count_if(and_(abandoned, within(c.c.e, c.c.q, spec.threshold))).label("abandoned_within"),
+        count_if(and_(abandoned, within(c.c.e, c.c.q, spec.short_abandon))).label("short_abandoned"),
+        func.sum(case((answered, seconds_between(c.c.a, c.c.q)), else_=0.0))
+        .label("answered_wait_total"),
+        func.sum(case((abandoned, seconds_between(c.c.e, c.c.q)), else_=0.0))
+        .label("abandoned_wait_total"),
         func.sum(case((handled, c.c.talk), else_=0)).label("talk_total"),
         count_if(handled).label("talk_count"),
         func.sum(case((handled, func.coalesce(c.c.hold, 0)), else_=0)).label("hold_total"),
@@ -451,13 +523,14 @@ def _offered_query(spec: ReportSpec, lo: datetime, hi: datetime, bucket: int,
     ]
     identified = and_(answered, c.c.caller_key.is_not(None), c.c.source != "callback")
     for window in windows:
-        span = window * 86400
-        q = c.c.q_epoch
+        span = timedelta(days=window)
+        # The window [q, q + W] ends inside its stretch: q ≤ end − W (bound per stretch).
         inside = [and_(c.c.source == "imported" if name == "imported" else c.c.source != "imported",
-                       q >= literal(start), q + span <= literal(end))
+                       c.c.q >= literal(start, UTCDateTime), c.c.q <= literal(end - span, UTCDateTime))
                   for name, stretches in spans.items() for start, end in stretches]
         in_base = and_(identified, or_(*inside) if inside else false())
-        repeated = and_(in_base, c.c.gap <= span)
+        repeated = and_(in_base, c.c.next_q.is_not(None),
+                        within(c.c.next_q, c.c.q, span.total_seconds()))
         outer_cols += [count_if(in_base).label(f"fcr_base_{window}"),
                        count_if(repeated).label(f"fcr_rep_{window}")]
     return select(*outer_cols).select_from(c).group_by(*keys)
@@ -466,7 +539,7 @@ def _offered_query(spec: ReportSpec, lo: datetime, hi: datetime, bucket: int,
 def _not_offered_query(spec: ReportSpec, lo: datetime, hi: datetime, bucket: int):
     """Calls that never reached a queue, per (arrival bucket, outcome)."""
     label = func.coalesce(Call.outcome, case((Call.status == "ivr", IN_IVR), else_=Call.status))
-    bucket_col = (epoch_seconds(Call.arrived_at) - epoch_seconds(Call.arrived_at) % bucket)
+    bucket_col = _Bucket(Call.arrived_at, bucket)
     struggle = func.sum(case((Call.ivr_struggle == True, 1), else_=0))  # noqa: E712
     stmt = (select(bucket_col.label("bucket"), label.label("kind"), func.count().label("n"),
                    struggle.label("ivr_struggle"))
@@ -477,7 +550,7 @@ def _not_offered_query(spec: ReportSpec, lo: datetime, hi: datetime, bucket: int
     return stmt
 
 
-_SUM_FIELDS = ("offered", "answered", "abandoned", "answered_within", "abandoned_within",
+_SUM_FIELDS = ("offered", "answered", "abandoned", "dequeued", "answered_within", "abandoned_within",
                "short_abandoned", "answered_wait_total", "abandoned_wait_total", "talk_total",
                "talk_count", "hold_total", "wrap_up_total", "disposed", "resolved")
 
@@ -524,12 +597,12 @@ def run_report(session: Session, spec: ReportSpec, *, now: datetime | None = Non
             value = row[name] or 0
             setattr(m, name, float(value) if isinstance(getattr(m, name), float) else int(value))
         m.handled = m.talk_count
-        m.in_progress = m.offered - m.answered - m.abandoned
+        m.in_progress = m.offered - m.answered - m.abandoned - m.dequeued
         part.unidentified = int(row["unidentified"] or 0)
         part.ivr_struggle = int(row["ivr_struggle"] or 0)
         for w in windows:
             part.fcr[w] = [int(row[f"fcr_rep_{w}"] or 0), int(row[f"fcr_base_{w}"] or 0)]
-        i = index_of(int(row["bucket"]))
+        i = index_of(_bucket_start(row["bucket"]))
         target = per_interval[i].setdefault(dims, new_group(dims))
         target.add(part)
         range_groups.setdefault(dims, new_group(dims)).add(part)
@@ -538,7 +611,7 @@ def run_report(session: Session, spec: ReportSpec, *, now: datetime | None = Non
     struggled = [0] * len(intervals)
     if not spec.filters:
         for row in session.execute(_not_offered_query(spec, lo, hi, bucket)).mappings():
-            i = index_of(int(row["bucket"]))
+            i = index_of(_bucket_start(row["bucket"]))
             not_offered[i][row["kind"]] += int(row["n"])
             struggled[i] += int(row["ivr_struggle"] or 0)
 
@@ -573,6 +646,9 @@ def formula_lines(spec: ReportSpec) -> list[str]:
         "sl_answered = answered within T / answered (ICMI #2)",
         "sl_excl_short_abandons = answered within T / (offered − short abandons)",
         "sl_abandons_met = (answered within T + abandoned within T) / offered (ICMI #1)",
+        "abandoned = the caller hung up before an answer; dequeued = the service moved the "
+        "caller on (unit, maximum wait, no agent, full queue): offered, neither answered nor "
+        "abandoned",
         "answer rate = answered / offered; abandonment rate = abandoned / offered; "
         "excl. short = (abandoned − short) / (offered − short)",
         "ASA = wait of answered calls / answered (s), wait = queue entry → answer, IVR excluded",
@@ -592,7 +668,8 @@ def group_values(group: Group, windows: Iterable[int]) -> dict[str, Any]:
     m = group.metrics
     values: dict[str, Any] = {
         "offered": m.offered, "answered": m.answered, "abandoned": m.abandoned,
-        "short_abandoned": m.short_abandoned, "in_progress": m.in_progress,
+        "short_abandoned": m.short_abandoned, "dequeued": m.dequeued,
+        "in_progress": m.in_progress,
         "answered_within": m.answered_within, "abandoned_within": m.abandoned_within,
         "sl_offered": m.sl_offered, "sl_excl_early_abandons": m.sl_excl_early_abandons,
         "sl_answered": m.sl_answered, "sl_excl_short_abandons": m.sl_excl_short_abandons,

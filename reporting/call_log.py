@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ivr.models import Call
+from line_config import normalise_number
 from reporting.aggregate import DIMENSIONS, ReportError
 from routing.models import Agent, Queue
 
@@ -30,6 +31,7 @@ COLUMNS = ("call_sid", "source", "caller", "arrived_at", "queue_entered_at", "an
            "queue", "agent", "language", "topic", "status", "outcome", "disposition",
            "transfer_kind", "escalated")
 MAX_PAGE = 5000
+MAX_ID = 2**63 - 1
 
 
 class PseudonymKeyMissing(RuntimeError):
@@ -60,6 +62,8 @@ class CallLogQuery:
         Raises ReportError for an unknown time zone or ``start`` after ``end``."""
         if self.start > self.end:
             raise ReportError(f"from {self.start} is after to {self.end}")
+        if self.start.year < 1900 or self.end.year > 2999:
+            raise ReportError("dates are between 1900 and 2999")
         try:
             tz = ZoneInfo(self.timezone)
         except Exception:
@@ -97,7 +101,8 @@ def _row(call: Call, queue: str | None, agent: str | None, tz: ZoneInfo, *, reve
     else:
         wait = None
     if reveal:
-        caller = call.caller_key or ""
+        # A call that never reached a queue has no caller_key yet (it is parsed on offer).
+        caller = call.caller_key or normalise_number(call.from_number) or ""
     else:
         if key is None:
             raise PseudonymKeyMissing("REPORT_PSEUDONYM_KEY is not set")
@@ -122,7 +127,10 @@ def page(session: Session, query: CallLogQuery, *, after_id: int = 0, limit: int
     pseudonym is needed and ``key`` is None."""
     if not 1 <= limit <= MAX_PAGE:
         raise ReportError(f"limit is 1 to {MAX_PAGE}")
-    tz = ZoneInfo(query.timezone) if query.timezone else None
+    if not 0 <= after_id <= MAX_ID:
+        raise ReportError(f"after is a call id from 0 to {MAX_ID}")
+    query.utc_bounds()   # checks the dates and the time zone first
+    tz = ZoneInfo(query.timezone)
     stmt = _statement(query).where(Call.id > after_id).order_by(Call.id).limit(limit + 1)
     rows = session.execute(stmt).all()
     more = len(rows) > limit

@@ -47,6 +47,8 @@ def formula_lines(report: Report) -> list[str]:
         f"Call report {report.start} – {report.end}, time zone {report.timezone}",
         f"service level = answered within {t} s / offered (sl_offered); within = wait ≤ {t} s",
         "answer rate = answered / offered; abandonment rate = abandoned / offered",
+        "dequeued = offered calls the service moved on before an answer (to a unit, at the "
+        "maximum wait, no agent left, queue full): neither answered nor abandoned",
         "ASA = total wait of answered calls / answered (s); wait = queue entry → answer, "
         "IVR time excluded",
         "mean talk = talk seconds of answered calls / answered calls with a talk time (s)",
@@ -56,13 +58,13 @@ def formula_lines(report: Report) -> list[str]:
     ]
 
 
-HEADERS = ("date", "queue", "offered", "answered", "abandoned", "in progress", "SL",
+HEADERS = ("date", "queue", "offered", "answered", "abandoned", "dequeued", "in progress", "SL",
            "answer rate", "aband. rate", "ASA (s)", "mean talk (s)")
 
 
 def _row(label_date: str, label: str, acc: MetricsAccumulator) -> list[str]:
     return [label_date, label, str(acc.offered), str(acc.answered), str(acc.abandoned),
-            str(acc.in_progress), _percent(acc.sl_offered), _percent(acc.answer_rate),
+            str(acc.dequeued), str(acc.in_progress), _percent(acc.sl_offered), _percent(acc.answer_rate),
             _percent(acc.abandonment_rate), _seconds(acc.asa), _seconds(acc.mean_talk)]
 
 
@@ -117,7 +119,8 @@ def render_csv(report: Report) -> str:
     kinds = list(NOT_OFFERED_KINDS) + sorted(set(report.not_offered) - set(NOT_OFFERED_KINDS))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["level", "date", "queue", "offered", "answered", "abandoned", "in_progress",
+    writer.writerow(["level", "date", "queue", "offered", "answered", "abandoned", "dequeued",
+                     "in_progress",
                      "answered_within_threshold", "sl_offered", "answer_rate", "abandonment_rate",
                      "asa_seconds", "mean_talk_seconds", "threshold_seconds", "timezone",
                      "not_offered"] + [f"not_offered_{k}" for k in kinds])
@@ -127,7 +130,7 @@ def render_csv(report: Report) -> str:
         if not_offered is not None:
             extra = [str(sum(not_offered.values()))] + [str(not_offered.get(k, 0)) for k in kinds]
         writer.writerow([level, day, queue, acc.offered, acc.answered, acc.abandoned,
-                         acc.in_progress, acc.answered_within, _ratio_csv(acc.sl_offered),
+                         acc.dequeued, acc.in_progress, acc.answered_within, _ratio_csv(acc.sl_offered),
                          _ratio_csv(acc.answer_rate), _ratio_csv(acc.abandonment_rate),
                          _seconds_csv(acc.asa), _seconds_csv(acc.mean_talk),
                          f"{report.threshold:g}", report.timezone] + extra)
@@ -199,7 +202,7 @@ def _filters(ctx, param, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]
               help="Full report grouped by these, comma-separated: queue,agent,language,topic.")
 @click.option("--filter", "filters", multiple=True, callback=_filters, metavar="DIM=VALUE",
               help="Only calls with this queue, agent, language or topic (repeatable).")
-@click.option("--short-abandon", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+@click.option("--short-abandon", type=click.FloatRange(min=0, max=86400), default=None, metavar="SECONDS",
               help="Short-abandon cut-off (default: REPORT_SHORT_ABANDON_SECONDS).")
 @click.option("--fcr-window", "fcr_windows", default=None, metavar="DAYS",
               help="Repeat-contact FCR windows in days, e.g. 1,7 (default: REPORT_FCR_WINDOWS).")
@@ -251,7 +254,10 @@ def report_command(start: date, end: date, threshold: int | None, tz_name: str |
         else:
             click.echo(render_full_table(result), nl=False)
     else:
-        report = build_report(get_read_session(), start, end, tz_name, threshold)
+        try:
+            report = build_report(get_read_session(), start, end, tz_name, threshold)
+        except ReportError as exc:
+            raise click.UsageError(str(exc)) from None
         click.echo(render_table(report) if fmt == "table" else render_csv(report), nl=False)
     if agents:
         zone = ZoneInfo(tz_name)

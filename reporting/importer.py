@@ -37,7 +37,7 @@ import io
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Callable, Iterator
@@ -291,12 +291,19 @@ def bank_record_row(record: bank.CallRecord, tz: ZoneInfo, resolver: _Resolver) 
         if record.queued:
             # The wait is the file's own q_time (q_exit − q_start): a queued call is answered
             # when it leaves the queue. ser_start is usually 0–2 s earlier (the data README:
-            # second-resolution clocks), which would shorten waits against q_time.
-            answered = utc(record.q_exit)
+            # second-resolution clocks), which would shorten waits against q_time. Durations
+            # come from the file, anchored at the queue entry, so a call that crosses a DST
+            # change keeps its real length.
+            answered = utc(record.q_start) + timedelta(seconds=record.q_time)
         else:
             answered = utc(record.ser_start if record.ser_start is not None else record.vru_exit)
-        ended = utc(record.ser_exit) if record.ser_exit is not None else answered
-        if ended < answered:
+        if record.ser_start is not None and record.ser_exit is not None:
+            # Service starts where the file says relative to leaving the queue (0–2 s before,
+            # usually) and lasts ser_time.
+            left = record.q_exit if record.queued else record.ser_start
+            start = answered + (record.ser_start - left)
+            ended = max(answered, start + timedelta(seconds=max(record.ser_time, 0)))
+        else:
             ended = answered
         queue_entered = utc(record.q_start) if record.queued else answered
         talk = record.ser_time if record.ser_start is not None else 0
@@ -304,7 +311,7 @@ def bank_record_row(record: bank.CallRecord, tz: ZoneInfo, resolver: _Resolver) 
         outcome = "abandoned"
         ivr_exited = vru_exit
         queue_entered = utc(record.q_start)
-        ended = utc(record.q_exit)
+        ended = queue_entered + timedelta(seconds=record.q_time)
     else:
         outcome = "ivr_abandoned"
         ended = vru_exit

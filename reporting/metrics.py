@@ -129,6 +129,7 @@ class MetricsAccumulator:
     # ``short_abandoned`` (needs ``short_abandon``).
     short_abandon: float = 5.0
     short_abandoned: int = 0
+    dequeued: int = 0
     hold_total: float = 0.0
     wrap_up_total: float = 0.0
     handled: int = 0
@@ -158,7 +159,7 @@ class MetricsAccumulator:
 
     def merge(self, other: "MetricsAccumulator") -> None:
         """Add ``other``'s sums (same threshold) to this group's."""
-        if other.threshold != self.threshold or other.short_abandon != self.short_abandon:
+        if not (other.threshold == self.threshold and other.short_abandon == self.short_abandon):
             raise ValueError("cannot merge groups computed with different thresholds")
         for f in fields(self):
             if f.name not in ("threshold", "short_abandon"):

@@ -19,6 +19,7 @@ import phonenumbers
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from ivr.calls import link_repeat_contact, unlink_repeat_contact
 from ivr.models import Call
 from line_config import e164, normalise_number
 from routing.agents import record_state
@@ -85,6 +86,8 @@ def request_keep_place(session: Session, call: Call, *, number: str, queue: Queu
         if call.queue_entered_at is None:
             call.queue_entered_at = start
             call.caller_key = normalise_number(call.from_number)
+            if call.caller_key is not None:
+                link_repeat_contact(session, call)
         if call.ivr_exited_at is None:
             call.ivr_exited_at = now
         entry = QueueEntry(call_id=call.id, queue_id=queue.id, priority=call.priority,
@@ -303,7 +306,10 @@ def _close(session: Session, callback: Callback, call: Call, entry: QueueEntry |
     if call.status != "ended":
         call.status, call.outcome, call.ended_at = "ended", outcome, now
         if state == "canceled":
-            call.queue_entered_at = None
+            withdrawn, call.queue_entered_at = call.queue_entered_at, None
+            if withdrawn is not None and call.source != "callback":
+                session.flush()
+                unlink_repeat_contact(session, call.caller_key, withdrawn)
     session.flush()
     return state
 

@@ -443,11 +443,20 @@ def test_the_database_refuses_to_change_the_deletion_log(logged):
     from sqlalchemy.exc import DBAPIError
 
     with logged.extensions["db_sessionmaker"]() as s:
-        for statement in ("UPDATE recording_deletions SET reason = 'x' WHERE seq = 2",
-                          "DELETE FROM recording_deletions WHERE seq = 2"):
+        statements = ["UPDATE recording_deletions SET reason = 'x' WHERE seq = 2",
+                      "DELETE FROM recording_deletions WHERE seq = 2"]
+        if s.get_bind().dialect.name == "sqlite":
+            # REPLACE deletes the old row first: the delete trigger must see it.
+            statements.append(
+                "INSERT OR REPLACE INTO recording_deletions (id, seq, recording_sid, call_sid, "
+                "sha256, reason, locations, actor, deleted_at, prev_hash, entry_hash) "
+                "SELECT id, seq, recording_sid, call_sid, sha256, 'rewritten', locations, actor, "
+                "deleted_at, prev_hash, entry_hash FROM recording_deletions WHERE seq = 2")
+        for statement in statements:
             with pytest.raises(DBAPIError, match="append-only"):
                 s.execute(text(statement))
             s.rollback()
+        assert s.scalar(text("SELECT reason FROM recording_deletions WHERE seq = 2")) != "rewritten"
 
 
 @pytest.mark.parametrize("field, value", [

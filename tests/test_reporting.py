@@ -314,11 +314,12 @@ def test_cli_table(loaded_app, session):
     assert "service level = answered within 20 s / offered (sl_offered)" in out
     assert "Europe/Tallinn" in out
     assert "ASA = total wait of answered calls / answered" in out
-    # offered, answered, abandoned, in progress, SL 1/3, answer 2/3, abandon 1/3, ASA 41/2, talk 180/2
-    expected = ["3", "2", "1", "0", "33.3%", "66.7%", "33.3%", "20.5", "90.0"]
+    # offered, answered, abandoned, dequeued, in progress, SL 1/3, answer 2/3, abandon 1/3,
+    # ASA 41/2, talk 180/2
+    expected = ["3", "2", "1", "0", "0", "33.3%", "66.7%", "33.3%", "20.5", "90.0"]
     assert _cells(out, "2026-12-01", "et.pension") == expected
     assert _cells(out, "2026-12-01", "day total") == expected
-    assert _cells(out, "2026-12-02", "day total") == ["0", "0", "0", "0", "–", "–", "–", "–", "–"]
+    assert _cells(out, "2026-12-02", "day total") == ["0", "0", "0", "0", "0", "–", "–", "–", "–", "–"]
     assert _cells(out, "range", "total") == expected
     assert "2026-12-01  not offered: 2 (ivr_abandoned 1, out_of_hours 1)" in out
     assert "2026-12-02  not offered: 0" in out
@@ -348,7 +349,7 @@ def test_cli_threshold_timezone_and_csv(loaded_app, session):
     assert result.exit_code == 0, result.output
     assert "time zone UTC" in result.output
     assert _cells(result.output, "2026-11-30", "day total") == [
-        "1", "1", "0", "0", "100.0%", "100.0%", "0.0%", "3.0", "57.0"]
+        "1", "1", "0", "0", "0", "100.0%", "100.0%", "0.0%", "3.0", "57.0"]
     result = runner.invoke(args=["report", "--from", "2026-11-30", "--to", "2026-11-30"])
     assert "time zone Europe/Tallinn" in result.output
     assert _cells(result.output, "2026-11-30", "day total")[:2] == ["0", "0"]
