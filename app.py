@@ -61,6 +61,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(dispositions_api_bp)
     from admin.reports_api import bp as reports_api_bp  # reports and call log for jobs
     app.register_blueprint(reports_api_bp)
+    from survey.ivr import bp as survey_voice_bp  # post-call IVR survey
+    app.register_blueprint(survey_voice_bp)
+    from admin.nps_api import bp as nps_api_bp  # NPS report, low scores
+    app.register_blueprint(nps_api_bp)
 
     from admin.cli import register_cli
     register_cli(app)

@@ -99,6 +99,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Short-abandon cut-off in seconds: abandoned with wait ≤ this is a short abandon."),
     Setting("REPORT_FCR_WINDOWS", "1,7", str,
             "Repeat-contact FCR windows in days, comma-separated (each is reported)."),
+    # Surveys (survey/): the SMS outbox job. Who is asked is the line configuration's `surveys`.
+    Setting("SURVEY_SMS_DELAY_SECONDS", 60.0, float,
+            "Seconds after a call ended before its survey SMS is queued (the IVR survey's chance first)."),
+    Setting("SURVEY_SMS_LOOKBACK_HOURS", 24.0, float,
+            "Calls that arrived longer ago than this are not considered for a survey SMS any more."),
+    Setting("SURVEY_SMS_LEASE_SECONDS", 120.0, float,
+            "A worker's claim on a survey SMS; a claim that ends without an outcome is retried once after it."),
+    Setting("SURVEY_SMS_MAX_ATTEMPTS", 5, int,
+            "Sends of one survey SMS the provider refused before it is marked failed."),
     Setting("REPORT_PSEUDONYM_KEY", "", str,
             "Secret key of the keyed hash (HMAC-SHA256) that pseudonymises caller numbers in call-log "
             "exports; exports for roles without number access are refused while it is empty."),

@@ -306,6 +306,43 @@ class EscalationConfig(_Strict):
         return self
 
 
+SURVEY_PROMPTS = ("survey_question", "survey_resolved", "survey_thanks")
+SURVEY_SMS_TEXTS = ("question", "clarify", "thanks", "stopped")
+
+
+class SurveyConfig(_Strict):
+    """The post-call survey (survey/): which answered calls are asked, on which channel, how
+    often a caller may be asked, and the SMS texts per language (``sms_texts.<kind>.<lang>``,
+    kinds question, clarify, thanks, stopped). The IVR prompts are ``prompts.survey_question``,
+    ``survey_resolved`` and ``survey_thanks`` (required in every language when enabled)."""
+
+    enabled: bool = False
+    queues: list[str] | None = Field(None, description="queues surveyed (none: every queue)")
+    sms_queues: list[str] = Field([], description="queues surveyed by SMS instead of the IVR")
+    share: float = Field(1.0, ge=0, le=1, description="share of eligible answered calls surveyed")
+    include_transferred: bool = Field(False, description="survey calls handed to a unit")
+    include_escalated: bool = Field(False, description="survey escalated (complaint) calls")
+    ask_resolved: bool = Field(True, description="ask 'was your question resolved?' (1 yes, 2 no)")
+    sms_fallback: bool = Field(True, description="callers who hung up before giving a score "
+                                                 "in the IVR get the SMS")
+    min_days_between: int = Field(30, ge=0, le=3650,
+                                  description="at most one survey per caller in this many days")
+    reply_window_hours: float = Field(48, gt=0, le=24 * 60,
+                                      description="SMS replies later than this after sending are "
+                                                  "not counted")
+    sms_from: str = Field("+3726121360", description="sender number of survey SMS (E.164)")
+    stop_confirmation: Literal["provider", "service"] = Field(
+        "provider", description="who confirms a STOP: the provider's built-in opt-out handling "
+        "(Twilio replies itself; the service answers with empty TwiML) or the service "
+        "(sms_texts.stopped)")
+    sms_texts: dict[str, dict[str, str]] = {}
+
+    @field_validator("sms_from")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        return e164(value)
+
+
 REQUIRED_PROMPTS = (
     "welcome", "language_menu", "topic_menu", "no_input", "invalid_input", "to_person",
     "out_of_hours", "no_agent", "queue_wait", "queue_position", "transfer",
@@ -349,6 +386,7 @@ class LineConfig(_Strict):
     referrals: list[ReferralConfig] = []
     agents: list[AgentConfig] = []
     prompts: dict[str, dict[str, PromptText]]
+    surveys: SurveyConfig = Field(SurveyConfig(), description="post-call NPS survey (survey/)")
 
     @field_validator("topic_menu")
     @classmethod
@@ -429,6 +467,18 @@ class LineConfig(_Strict):
             for code in codes:
                 if code not in self.prompts[key]:
                     raise ValueError(f"prompts.{key}.{code}: missing")
+        if self.surveys.enabled:
+            for name in list(self.surveys.queues or []) + list(self.surveys.sms_queues):
+                if name not in skills:
+                    raise ValueError(f"surveys: unknown queue {name!r}")
+            for key in SURVEY_PROMPTS:
+                for code in codes:
+                    if code not in self.prompts.get(key, {}):
+                        raise ValueError(f"prompts.{key}.{code}: missing (surveys are enabled)")
+            for kind in SURVEY_SMS_TEXTS:
+                for code in codes:
+                    if not self.surveys.sms_texts.get(kind, {}).get(code, "").strip():
+                        raise ValueError(f"surveys.sms_texts.{kind}.{code}: missing")
         for key, option in self.topic_menu.items():
             for code in option.keywords:
                 if code not in codes:

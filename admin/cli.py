@@ -32,6 +32,7 @@ tokens_cli = AppGroup("tokens", help="API bearer tokens.")
 calls_cli = AppGroup("calls", help="Call-log maintenance jobs.")
 prompts_cli = AppGroup("prompts", help="Prompt audio.")
 db_cli = AppGroup("db", help="Database schema (Alembic migrations).")
+surveys_cli = AppGroup("surveys", help="Post-call NPS survey: the SMS outbox.")
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -262,6 +263,8 @@ def worker_command(interval: float, once: bool) -> None:
     dial callbacks that became due (retry delay over, agreed time, the line opened); retry
     callback dials lost by a process that died before asking the provider.
 
+    Also queues and sends survey SMS (see `flask surveys send`).
+
     Webhooks and the agent API dispatch on every event; this long-running job covers the
     moments without an event: it wakes when the next wrap-up timer or callback delay runs out
     (and at least every --interval seconds), so a free agent does not wait for a caller.
@@ -280,16 +283,62 @@ def worker_command(interval: float, once: bool) -> None:
                 offered = dispatch_and_connect(get_session())
                 due = next_timer(get_session(), _now())
                 get_session().rollback()
+                surveys = _survey_round(log)
             if offered:
                 log.info("offered %d waiting call(s)", offered)
             if once:
                 click.echo(f"offered {offered} waiting call(s)")
+                if surveys is not None and (surveys.plan.queued or surveys.send.sent):
+                    click.echo(f"survey SMS: {surveys.plan.queued} queued, {len(surveys.send.sent)} sent")
                 return
             # Wake when the next wrap-up or callback delay runs out, at most --interval later.
             pause = interval if due is None else (due - _now()).total_seconds()
             time.sleep(min(interval, max(0.01, pause)))
     except KeyboardInterrupt:
         click.echo("worker stopped")
+
+
+def _survey_round(log):
+    """The survey SMS part of a worker round; an error is logged, never stops the worker."""
+    from survey.jobs import survey_round
+
+    try:
+        report = survey_round(get_session())
+    except Exception:  # the calls must still be offered: log and go on
+        log.exception("survey SMS round failed")
+        get_session().rollback()
+        return None
+    if report.plan.queued or report.send.sent or report.send.failed or report.send.unknown:
+        log.info("survey SMS: %d queued, %d sent, %d failed, %d unknown", report.plan.queued,
+                 len(report.send.sent), len(report.send.failed), len(report.send.unknown))
+    return report
+
+
+@surveys_cli.command("send")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True,
+              help="Calls examined and messages sent at most in this run.")
+def surveys_send(limit: int) -> None:
+    """Queue survey SMS for callers who hung up before the IVR survey, send the due ones and
+    report messages left in doubt by a worker that died (state unknown). Safe to run beside
+    `flask worker` and several at once. Needs PUBLIC_BASE_URL (the status-callback URL)."""
+    from survey.jobs import survey_round
+    from survey.outbox import unknown_messages
+
+    if not current_app.config["PUBLIC_BASE_URL"]:
+        raise click.ClickException("set PUBLIC_BASE_URL: survey SMS carry a status-callback URL")
+    with current_app.test_request_context("/"):
+        report = survey_round(get_session(), limit=limit)
+        doubtful = unknown_messages(get_session())
+        get_session().rollback()
+    click.echo(f"queued {report.plan.queued} survey SMS ({report.plan.skipped} calls not surveyed, "
+               f"{report.plan.ivr_abandoned} hung up during the IVR survey); sent "
+               f"{len(report.send.sent)}, retry later {len(report.send.retry)}, failed "
+               f"{len(report.send.failed)}")
+    for message in doubtful:
+        click.echo(f"UNKNOWN\toutbox {message.id}\tto {message.to_number}\t{message.last_error}")
+    if doubtful:
+        click.echo(f"{len(doubtful)} message(s) may or may not have been sent: check the "
+                   "provider's message log", err=True)
 
 
 @prompts_cli.command("render")
@@ -346,7 +395,8 @@ def register_cli(app: Flask) -> None:
     from reporting.cli import report_command
     from simulator.cli import simulate_command
 
-    for group in (config_cli, tokens_cli, calls_cli, prompts_cli, db_cli, recordings_cli):
+    for group in (config_cli, tokens_cli, calls_cli, prompts_cli, db_cli, recordings_cli,
+                  surveys_cli):
         app.cli.add_command(group)
     app.cli.add_command(report_command)
     app.cli.add_command(worker_command)

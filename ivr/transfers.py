@@ -44,7 +44,8 @@ from ivr import calls as call_log
 from ivr.models import Call
 from ivr.webhooks import (STRUGGLE_PRIORITY, _call_language, _call_sid, _closed,
                           _config_or_fail, _current_call, _gather, _line_open, _prompts,
-                          _queue_call, _stray, _technical_error, _to_person, external_url, now)
+                          _queue_call, _stray, _technical_error, _to_person, after_conversation,
+                          external_url, now)
 from line_config import LineConfig
 from routing import dispatch as acd
 from routing.callbacks import callback_of
@@ -356,7 +357,7 @@ def room_after():
         session.commit()
         response = VoiceResponse()
         if not caller_gone:
-            response.hangup()
+            after_conversation(response, config)
         return twiml_response(response)
     if state == "consulting":
         # The room ended with the caller still there (not expected): never leave them in silence.

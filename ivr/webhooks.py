@@ -805,7 +805,7 @@ def dial_after():
         return _stray(session, call)
     if outcome == "done":
         session.commit()
-        response.hangup()
+        after_conversation(response, config)
         return twiml_response(response)
     queue = session.get(Queue, call.queue_id)
     mine, _ = _dispatch_and_commit(session, call)
@@ -813,6 +813,16 @@ def dial_after():
         _dial_agent(response, config, call, mine)
         return twiml_response(response)
     return twiml_response(_enqueue_twiml(config, call, queue, lead=("queue_wait",)))
+
+
+def after_conversation(response: VoiceResponse, config: LineConfig) -> None:
+    """The conversation ended with the caller on the line: on to the post-call survey
+    (``/twilio/survey/start``, which decides whether to ask) when the line's surveys are
+    enabled, otherwise hang up. Referenced by URL only: ivr does not import survey."""
+    if config.surveys.enabled and request.form.get("CallStatus") not in call_log.FINAL_PROVIDER_STATUSES:
+        response.redirect(external_url("survey_voice.start"), method="POST")
+    else:
+        response.hangup()
 
 
 @bp.post("/transfer/after")

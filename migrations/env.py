@@ -15,6 +15,7 @@ import ivr.models  # noqa: E402,F401
 import line_config  # noqa: E402,F401
 import recording.models  # noqa: E402,F401
 import routing.models  # noqa: E402,F401
+import survey.models  # noqa: E402,F401
 from db import Base, UTCDateTime, normalise_url  # noqa: E402
 
 config = context.config

@@ -210,6 +210,9 @@ def _filters(ctx, param, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]
               help="Only live, imported or callback calls (default: all).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True)
+@click.option("--nps", is_flag=True,
+              help="The recommendation index (NPS) from the survey answers instead, by --interval "
+                   "(day/week/month/quarter) and --by (queue,agent,language,channel).")
 @click.option("--agents", is_flag=True,
               help="Also print each agent's time per state, handled calls, AHT and occupancy "
                    "(from the agents' state history).")
@@ -217,7 +220,8 @@ def _filters(ctx, param, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]
 def report_command(start: date, end: date, threshold: int | None, tz_name: str | None,
                    interval: str | None, dimensions: tuple[str, ...],
                    filters: tuple[tuple[str, str], ...], short_abandon: float | None,
-                   fcr_windows: str | None, source: str | None, fmt: str, agents: bool) -> None:
+                   fcr_windows: str | None, source: str | None, fmt: str, nps: bool,
+                   agents: bool) -> None:
     """Service level (every variant), answer and abandonment rates, ASA, AHT, talk time and FCR.
 
     Without --interval, --by, --filter, --source or --format json it prints the daily summary
@@ -228,6 +232,9 @@ def report_command(start: date, end: date, threshold: int | None, tz_name: str |
     if (end - start).days >= MAX_REPORT_DAYS or start.year < 1900 or end.year > 2999:
         raise click.UsageError(f"report at most {MAX_REPORT_DAYS} days between 1900 and 2999 at once")
     config = current_app.config
+    if nps:
+        _nps(start, end, tz_name or config["TIMEZONE"], interval, dimensions, filters, fmt)
+        return
     threshold = config["SERVICE_LEVEL_SECONDS"] if threshold is None else threshold
     tz_name = config["TIMEZONE"] if tz_name is None else tz_name
     try:
@@ -393,3 +400,19 @@ def render_agents(times: list[AgentTime], fmt: str = "table") -> str:
         lines.append("  ".join(str(v).rjust(w) if i else str(v).ljust(w)
                                for i, (v, w) in enumerate(zip(row, widths))))
     return "\n".join(lines)
+
+
+def _nps(start: date, end: date, tz_name: str, interval: str | None, dimensions: tuple[str, ...],
+         filters: tuple[tuple[str, str], ...], fmt: str) -> None:
+    """``flask report --nps``: the NPS report (reporting/nps_report.py) as a table or JSON."""
+    from reporting.nps_report import format_nps_table, nps_report
+
+    try:
+        report = nps_report(get_read_session(), start, end, tz_name=tz_name, interval=interval,
+                            dimensions=dimensions, filters=filters)
+    except ReportError as exc:
+        raise click.UsageError(str(exc)) from None
+    if fmt == "json":
+        click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=1))
+    else:
+        click.echo(format_nps_table(report), nl=False)

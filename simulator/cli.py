@@ -139,6 +139,8 @@ def format_report(result: Result, expected: DayFigures, simulated: DayFigures, *
         "    ASA = mean q_time of AGENT rows. Simulated: from the service's call log (offered = entered",
         "    a queue; wait = queue entry to agent answer).",
     ]
+    if result.surveys is not None:
+        lines += ["", *format_survey_figures(result, options)]
     if result.gave_up_max_wait:
         lines.append(f"  - {result.gave_up_max_wait} caller(s) gave up after --max-wait "
                      f"{options.max_wait:g} s.")
@@ -149,6 +151,25 @@ def format_report(result: Result, expected: DayFigures, simulated: DayFigures, *
     lines += ["", "Report this day (same DATABASE_URL): flask --app app report --from {0} --to {0}"
               .format(day.isoformat())]
     return "\n".join(lines)
+
+
+def format_survey_figures(result: Result, options: Options) -> list[str]:
+    """The survey lines of ``flask simulate --surveys``."""
+    f = result.surveys
+    nps = "no data" if f.nps is None else f"{f.nps:+.1f}"
+    answered = f.answered_ivr + f.answered_sms
+    return [
+        "Post-call survey (--surveys)",
+        f"  surveys offered      {f.offered} (IVR {f.ivr_offered}, SMS {f.sms_queued})",
+        f"  answered by IVR      {f.answered_ivr} (callers still on the line answer "
+        f"{options.survey_ivr_answer:.0%})",
+        f"  SMS sent             {f.sms_sent} (callers who hung up first; "
+        f"{result.survey_rounds} worker rounds)",
+        f"  SMS answered         {f.answered_sms} ({result.sms_replies} callers replied: "
+        f"{options.survey_sms_reply:.0%})",
+        f"  NPS                  {nps} (n = {answered}: {f.promoters} promoters, "
+        f"{f.passives} passives, {f.detractors} detractors)",
+    ]
 
 
 @click.group("simulate", invoke_without_command=True)
@@ -177,10 +198,19 @@ def format_report(result: Result, expected: DayFigures, simulated: DayFigures, *
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=SAMPLE_CONFIG, show_default="config/line.sample.yaml",
               help="Line configuration whose agents are replaced by the day's agents.")
+@click.option("--surveys", is_flag=True,
+              help="Post-call survey on: callers still on the line answer the IVR question "
+                   "(--survey-answer of them), those who hung up first get the SMS and reply "
+                   "(--sms-reply of them); prints the survey figures and NPS.")
+@click.option("--survey-answer", "survey_answer", type=click.FloatRange(0, 1), default=0.7,
+              show_default=True, help="Share of callers who answer the IVR survey.")
+@click.option("--sms-reply", "sms_reply", type=click.FloatRange(0, 1), default=0.4,
+              show_default=True, help="Share of survey SMS that get a reply.")
 @with_appcontext
 def simulate_command(data: Path, day: datetime | None, limit: int | None, seed: int,
                      wrap_up: float, server_wrap_up: bool, answer_delay: float,
-                     max_wait: float, break_gap: float, config_path: Path) -> None:
+                     max_wait: float, break_gap: float, config_path: Path, surveys: bool = False,
+                     survey_answer: float = 0.7, sms_reply: float = 0.4) -> None:
     """Replay a day of real call records through the webhooks on a virtual clock.
 
     Places one call per record (the provider's side: signed requests, TwiML walking, queues,
@@ -195,7 +225,8 @@ def simulate_command(data: Path, day: datetime | None, limit: int | None, seed: 
     if server_wrap_up and wrap_up <= 0:
         raise click.UsageError("--server-wrap-up needs a --wrap-up of more than 0 s")
     options = Options(seed=seed, wrap_up=wrap_up, answer_delay=answer_delay, max_wait=max_wait,
-                      break_gap=break_gap, config_path=config_path, server_wrap_up=server_wrap_up)
+                      break_gap=break_gap, config_path=config_path, server_wrap_up=server_wrap_up,
+                      surveys=surveys, survey_ivr_answer=survey_answer, survey_sms_reply=sms_reply)
     try:
         result, expected, simulated = run_simulation(
             data, day.date() if day else None, limit=limit, options=options)

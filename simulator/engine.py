@@ -50,6 +50,9 @@ LANGUAGE_KEYS = (("1", 75), ("2", 25))
 ENGLISH_KEY = "3"
 TOPIC_KEYS = (("1", 40), ("2", 25), ("3", 20), ("4", 5), ("5", 10))
 DEFAULT_TALK_SECONDS = 120
+# Survey scores 0…10 the simulated callers give (weights: most answers are 8–10).
+SCORE_WEIGHTS = tuple((str(score), weight) for score, weight in
+                      enumerate((3, 1, 1, 2, 2, 4, 5, 10, 18, 22, 32)))
 
 
 def fraction(*parts: object) -> float:
@@ -114,6 +117,12 @@ class Options:
     server_wrap_up: bool = False
     public_base: str = DEFAULT_PUBLIC_BASE
     config_path: Path = SAMPLE_CONFIG
+    # Post-call survey (--surveys): the line's surveys are enabled; a caller still on the line
+    # answers the IVR question with this probability (else stays silent); callers who hung up
+    # first get the SMS, and reply to it with this probability.
+    surveys: bool = False
+    survey_ivr_answer: float = 0.7
+    survey_sms_reply: float = 0.4
 
 
 @dataclass
@@ -251,6 +260,9 @@ class Result:
     # Seconds a free agent waited for an offer, one per offer (reporting.agents.offer_delays).
     offer_delays: list[float] = field(default_factory=list)
     worker_rounds: int = 0
+    survey_rounds: int = 0
+    sms_replies: int = 0
+    surveys: "SurveyFigures | None" = None
 
     @property
     def call_sids(self) -> list[str]:
@@ -377,6 +389,8 @@ class Simulation:
         # The records' callers waited as long as they chose: no queue limits in a replay.
         document["queue_policy"] = {"max_wait_seconds": None, "max_length": None}
         document["queues"] = {}
+        # Surveys only with --surveys (the replay's call timings never depend on them).
+        document["surveys"] = dict(document.get("surveys") or {}, enabled=self.options.surveys)
         document["agents"] = [{"name": name, "endpoint": f"client:{identities[name]}",
                                "skills": list(skills)} for name in names]
         try:
@@ -431,7 +445,11 @@ class Simulation:
             for shift in agent.shifts:
                 self.at((shift.start - self.origin).total_seconds(), self.shift_starts, agent)
                 self.at((shift.end - self.origin).total_seconds(), self.shift_ends, agent)
-        return max([c.arrival for c in self.calls] + [0.0])
+        last = max([c.arrival for c in self.calls] + [0.0])
+        if self.options.surveys:
+            self.survey_rounds_until = last + 3 * 3600
+            self.at(60.0, self.survey_round)
+        return last
 
     def at(self, when: float, action: Callable, *args) -> None:
         """Schedule ``action(*args)`` at virtual second ``when`` (never in the past)."""
@@ -479,6 +497,8 @@ class Simulation:
                     self.result.offer_delays = offer_delays(
                         get_session(), self.result.first_event,
                         self.result.last_event + timedelta(seconds=1), call_ids=ids)
+                    if self.options.surveys:
+                        self.result.surveys = survey_figures(get_session(), ids)
         finally:
             self.app.extensions["db_engine"].dispose()
             self.result.wall_seconds = wallclock.perf_counter() - started
@@ -573,6 +593,12 @@ class Simulation:
             self.later(0, self.rest_redirect, call_sid, url)
         elif action == "hangup":
             self.later(0, self.rest_hangup, call_sid)
+        elif action == "sms":
+            message = self.app.extensions["telephony"].messages[-1]
+            self.later(1, self.sms_status, message)
+            if fraction("sms reply", message["to"], call_sid) < self.options.survey_sms_reply:
+                delay = 30 + fraction("sms delay", call_sid) * 3 * 3600
+                self.later(delay, self.sms_reply, message)
         else:
             self._anomaly(f"unknown provider request {action!r} for {call_sid}")
 
@@ -650,7 +676,11 @@ class Simulation:
     def gather(self, call: SimCall, verb: ET.Element) -> None:
         prompts = sum(self.duration(child) for child in verb)
         timeout = float(verb.get("timeout", "5"))
-        key = call.keys.pop(0) if call.keys else None
+        action = verb.get("action") or ""
+        if "/twilio/survey/" in action:
+            key = self.survey_key(call, action)
+        else:
+            key = call.keys.pop(0) if call.keys else None
         call.gathers += 1
         if key is None:
             self.wait_then(call, prompts + timeout, self.gather_timed_out)
@@ -673,6 +703,53 @@ class Simulation:
             self.caller_hangs_up(call, "ivr")
             return
         self.step(call)
+
+    # ----------------------------------------------------------------- surveys
+
+    def survey_key(self, call: SimCall, action: str) -> str | None:
+        """The caller's keys for a survey question: a score (skewed to the top, like real
+        NPS answers) or, for "resolved?", 1 or 2; None (silence) for callers who do not answer."""
+        if fraction("survey answers", call.sid) >= self.options.survey_ivr_answer:
+            return None
+        if "/resolved" in action:
+            return "1" if fraction("resolved", call.sid) < 0.75 else "2"
+        score = int(weighted_key(SCORE_WEIGHTS, "score", call.sid))
+        return f"{score}#" if score < 10 and fraction("hash", call.sid) < 0.5 else str(score)
+
+    def survey_round(self) -> None:
+        """The survey part of `flask worker`, every virtual minute: plan and send SMS."""
+        from db import get_session
+        from survey.jobs import survey_round
+
+        self.result.survey_rounds += 1
+        with self.app.test_request_context("/"):
+            survey_round(get_session())
+        if self.now + 60 <= self.survey_rounds_until:
+            self.later(60, self.survey_round)
+
+    def sms_status(self, message: dict) -> None:
+        """The provider reports the survey SMS as sent (its status callback)."""
+        if message.get("status_callback"):
+            self.post(message["status_callback"], {
+                "AccountSid": self.account_sid, "MessageSid": message["sid"],
+                "MessageStatus": "sent", "To": message["to"], "From": message["from"],
+                "ApiVersion": API_VERSION}, what="SMS status callback")
+
+    def sms_reply(self, message: dict) -> None:
+        """The caller replies to the survey SMS: sometimes words first (one clarifying reply
+        comes back), then a score with some punctuation."""
+        self.result.sms_replies += 1
+        score = int(weighted_key(SCORE_WEIGHTS, "sms score", message["sid"]))
+        bodies = [f" {score}!" if fraction("punct", message["sid"]) < 0.3 else str(score)]
+        if fraction("words first", message["sid"]) < 0.1:
+            bodies.insert(0, "väga hea")
+        for body in bodies:
+            sid = new_sid("SM")
+            self.post(self.base + "/twilio/sms", {
+                "AccountSid": self.account_sid, "MessageSid": sid, "SmsSid": sid,
+                "SmsMessageSid": sid, "From": message["to"], "To": message["from"], "Body": body,
+                "NumMedia": "0", "NumSegments": "1", "SmsStatus": "received",
+                "ApiVersion": API_VERSION}, what="SMS reply")
 
     # ----------------------------------------------------------------- queues
 
@@ -1113,3 +1190,51 @@ def simulated_figures(session, call_sids: list[str], threshold: int = 20) -> Day
                       abandoned=acc.abandoned, ivr_only=ivr_only,
                       answered_within=acc.answered_within, threshold=threshold,
                       service_level=acc.sl_offered, asa=acc.asa)
+
+
+@dataclass
+class SurveyFigures:
+    """The simulated day's survey: IVR surveys offered (asked), SMS queued and sent, answers by
+    channel, and the NPS of all answers (None without any)."""
+
+    ivr_offered: int
+    sms_queued: int
+    sms_sent: int
+    answered_ivr: int
+    answered_sms: int
+    promoters: int
+    passives: int
+    detractors: int
+    nps: float | None
+
+    @property
+    def offered(self) -> int:
+        return self.ivr_offered + self.sms_queued
+
+
+def survey_figures(session, call_ids: list[int]) -> SurveyFigures:
+    """Survey figures of the calls ``call_ids``, read from the survey tables the service wrote."""
+    from reporting.metrics import net_promoter_score, nps_class
+    from survey.models import SmsOutbox, SurveyInvitation, SurveyResponse
+
+    ivr_offered = sms_queued = sms_sent = 0
+    answers = {"ivr": 0, "sms": 0}
+    classes = {"promoter": 0, "passive": 0, "detractor": 0}
+    for start in range(0, len(call_ids), 500):
+        chunk = call_ids[start:start + 500]
+        for invitation in session.scalars(select(SurveyInvitation).where(
+                SurveyInvitation.call_id.in_(chunk), SurveyInvitation.state != "skipped")):
+            if invitation.channel == "ivr":
+                ivr_offered += 1
+            else:
+                sms_queued += 1
+        sms_sent += len(list(session.scalars(
+            select(SmsOutbox.id).join(SurveyInvitation, SurveyInvitation.id == SmsOutbox.invitation_id)
+            .where(SurveyInvitation.call_id.in_(chunk), SmsOutbox.state == "sent"))))
+        for answer in session.scalars(select(SurveyResponse).where(SurveyResponse.call_id.in_(chunk))):
+            answers[answer.channel] += 1
+            classes[nps_class(answer.score)] += 1
+    return SurveyFigures(ivr_offered, sms_queued, sms_sent, answers["ivr"], answers["sms"],
+                         classes["promoter"], classes["passive"], classes["detractor"],
+                         net_promoter_score(classes["promoter"], classes["passive"],
+                                            classes["detractor"]))

@@ -82,6 +82,11 @@ class TelephonyClient(Protocol):
         """The account's recordings created at or after ``since`` (aware UTC; the provider may
         round it down to the day), every page. Raises TelephonyError."""
 
+    def send_sms(self, to: str, from_: str, body: str, status_callback: str | None) -> str:
+        """Send the text ``body`` to ``to`` (E.164) from ``from_`` (E.164); delivery statuses
+        are posted to ``status_callback`` (None: none). Returns the provider's MessageSid
+        (``SM…``). Raises TelephonyError (nothing is known to have been sent)."""
+
 
 class RecordingNotFound(TelephonyError):
     """The provider has no such recording (HTTP 404)."""
@@ -185,6 +190,14 @@ class TwilioRestClient:
             raise TelephonyError(f"{'pause' if paused else 'resume'} of recording on {call_sid} "
                                  f"failed: {exc}") from exc
 
+    def send_sms(self, to: str, from_: str, body: str, status_callback: str | None) -> str:
+        kwargs = {"status_callback": status_callback} if status_callback else {}
+        try:
+            message = self._client.messages.create(to=to, from_=from_, body=body, **kwargs)
+        except (TwilioException, OSError) as exc:
+            raise TelephonyError(f"SMS to {to} failed: {exc}") from exc
+        return message.sid
+
     def list_recordings(self, since: datetime) -> list[ProviderRecording]:
         try:
             listed = self._client.recordings.list(date_created_after=since, page_size=1000)
@@ -211,6 +224,8 @@ class FakeTelephonyClient:
     participants: list[dict] = field(default_factory=list)  # transfers: conference participants
     dialled: list[dict] = field(default_factory=list)
     fail_calls: bool = False
+    messages: list[dict] = field(default_factory=list)  # survey SMS sent (send_sms)
+    fail_sms: int = 0  # the next that many send_sms calls raise TelephonyError
 
     def redirect_call(self, call_sid: str, url: str) -> None:
         self._record("redirect", call_sid, url)
@@ -297,6 +312,18 @@ class FakeTelephonyClient:
         state = self._recording_state()
         return [r for sid, r in state.get("listed", {}).items()
                 if sid not in state["deleted"] and (r.start_time is None or r.start_time >= since)]
+
+    def send_sms(self, to: str, from_: str, body: str, status_callback: str | None) -> str:
+        """Record the message in ``messages`` and return a made-up MessageSid; raises
+        TelephonyError while ``fail_sms`` > 0 (counting it down) or if ``fail_calls``."""
+        if self.fail_calls or self.fail_sms > 0:
+            self.fail_sms = max(0, self.fail_sms - 1)
+            raise TelephonyError(f"SMS to {to} failed (fake)")
+        sid = "SM" + secrets.token_hex(16)
+        self.messages.append({"to": to, "from": from_, "body": body,
+                              "status_callback": status_callback, "sid": sid})
+        self._record("sms", sid, status_callback)
+        return sid
 
     def set_recording_paused(self, call_sid: str, paused: bool) -> None:
         if self.fail_calls:

@@ -15,6 +15,7 @@ import ivr.models  # noqa: F401
 import line_config  # noqa: F401
 import recording.models  # noqa: F401
 import routing.models  # noqa: F401
+import survey.models  # noqa: F401
 from db import Base
 from ivr.models import Call
 from tests.conftest import PG_URL, alembic_config, normalise_pg

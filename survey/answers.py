@@ -1,0 +1,201 @@
+"""Survey answers: reading a score from keys, speech or an SMS, storing it once, STOP.
+
+Functions take the session first and ``now`` (aware UTC); none commits.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from line_config import LineConfig, normalise_number
+from survey.models import SmsOutbox, SurveyInvitation, SurveyOptOut, SurveyResponse
+
+log = logging.getLogger(__name__)
+
+# A reply that is one whole number 0–10, with any whitespace or punctuation around it
+# ("  9!", "10.", "(7)"), but not a negative or a decimal ("-5", "9.5").
+_SCORE_RE = re.compile(r"^[\s!-,./:-@\[-`{-~«»„“”‚‘’…–—]*?([0-9]{1,2})[\s!-/:-@\[-`{-~«»„“”‚‘’…–—]*$")
+# Opt-out keywords (Twilio's standard set, plus the Estonian spelling), as the whole message.
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "STOPP"})
+_PUNCT = " \t\r\n!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~«»„“”‚‘’…–—"
+
+# Spoken scores the IVR accepts (speech recognition gives words or digits).
+SPOKEN_SCORES = {
+    "ru": {"ноль": 0, "нуль": 0, "один": 1, "одна": 1, "два": 2, "две": 2, "три": 3,
+           "четыре": 4, "пять": 5, "шесть": 6, "семь": 7, "восемь": 8, "девять": 9,
+           "десять": 10},
+    "en": {"zero": 0, "nought": 0, "nil": 0, "one": 1, "two": 2, "three": 3, "four": 4,
+           "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10},
+}
+SPOKEN_YES_NO = {"ru": {"да": True, "нет": False}, "en": {"yes": True, "no": False}}
+
+
+def parse_sms_score(body: str) -> int | None:
+    """The score 0–10 in an SMS reply, or None if the reply is anything else.
+
+    >>> [parse_sms_score(b) for b in ("  9!", "10.", "0", "11", "-5", "9.5", "ten")]
+    [9, 10, 0, None, None, None, None]
+    """
+    match = _SCORE_RE.match(body or "")
+    if match is None:
+        return None
+    head = (body or "")[:match.start(1)].rstrip()
+    if head.endswith(("-", "−", "–")):  # a minus sign: "-5" is not 5
+        return None
+    tail = (body or "")[match.end(1):]
+    if tail[:1] in (".", ",") and tail[1:2].isdigit():
+        return None
+    value = int(match.group(1))
+    return value if 0 <= value <= 10 else None
+
+
+def is_stop(body: str) -> bool:
+    """True if the message is an opt-out keyword (STOP in any letter case, punctuation around
+    it ignored)."""
+    return (body or "").strip(_PUNCT).upper() in STOP_WORDS
+
+
+def parse_keypad_score(digits: str | None) -> int | None:
+    """The score in the keys of the IVR question (``numDigits=2``, ``#`` ends): "0"…"9" and
+    "10"; None for nothing, "11"…"99" or two digits starting with 0 (a slip, asked again)."""
+    digits = (digits or "").strip().rstrip("#")
+    if not digits.isdigit() or not digits.isascii():
+        return None
+    if len(digits) == 1:
+        return int(digits)
+    return 10 if digits == "10" else None
+
+
+def parse_spoken_score(phrase: str | None, language: str) -> int | None:
+    """The score in a recognised phrase ("ten", "десять", "7"); None unless exactly one."""
+    words = re.findall(r"\w+", (phrase or "").lower())
+    found = set()
+    for word in words:
+        if word.isdigit() and word.isascii():
+            found.add(int(word))
+        elif word in SPOKEN_SCORES.get(language, {}):
+            found.add(SPOKEN_SCORES[language][word])
+    if len(found) != 1:
+        return None
+    value = found.pop()
+    return value if 0 <= value <= 10 else None
+
+
+def parse_resolved(digits: str | None, phrase: str | None, language: str) -> bool | None:
+    """"Was your question resolved?": key 1 or "yes"/"да" → True, 2 or "no"/"нет" → False."""
+    digits = (digits or "").strip()
+    if digits in ("1", "2"):
+        return digits == "1"
+    words = set(re.findall(r"\w+", (phrase or "").lower()))
+    answers = {v for w, v in SPOKEN_YES_NO.get(language, {}).items() if w in words}
+    return answers.pop() if len(answers) == 1 else None
+
+
+def store_score(session: Session, invitation: SurveyInvitation, score: int, now: datetime, *,
+                message_sid: str | None = None) -> SurveyResponse | None:
+    """Store the answer ``score`` (0–10) of ``invitation``'s call, attributed to the
+    invitation's agent and queue. Returns None, storing nothing, if the call already has an
+    answer or ``message_sid`` was stored before (a repeated delivery). ValueError outside 0–10."""
+    if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 10:
+        raise ValueError(f"an NPS answer is an integer 0–10, not {score!r}")
+    response = SurveyResponse(call_id=invitation.call_id, invitation_id=invitation.id,
+                              agent_id=invitation.agent_id, queue_id=invitation.queue_id,
+                              language=invitation.language, channel=invitation.channel,
+                              score=score, received_at=now, message_sid=message_sid)
+    try:
+        with session.begin_nested():
+            session.add(response)
+            session.flush()
+    except IntegrityError:
+        return None
+    invitation.state, invitation.answered_at = "answered", now
+    return response
+
+
+def response_of(session: Session, call_id: int) -> SurveyResponse | None:
+    """The stored answer of the call, or None."""
+    return session.scalar(select(SurveyResponse).where(SurveyResponse.call_id == call_id))
+
+
+@dataclass(frozen=True)
+class SmsReply:
+    """What to answer an incoming SMS: ``text`` (None: an empty response) and what happened:
+    ``stored``, ``duplicate``, ``clarify``, ``ignored`` (nothing to do), ``late`` (outside
+    the reply window), ``opted_out`` (from an opted-out number: no answer), ``stop``."""
+
+    outcome: str
+    text: str | None = None
+
+
+def opt_out(session: Session, number: str, now: datetime, *, message_sid: str | None,
+            body: str) -> bool:
+    """Opt ``number`` (E.164) out for good and cancel its unsent survey SMS; False if it was
+    already opted out."""
+    if session.scalar(select(SurveyOptOut.id).where(SurveyOptOut.number == number)) is not None:
+        return False
+    try:
+        with session.begin_nested():
+            session.add(SurveyOptOut(number=number, opted_out_at=now, source="sms",
+                                     message_sid=(message_sid or None) and message_sid[:64],
+                                     body=(body or "")[:160]))
+            session.flush()
+    except IntegrityError:
+        return False
+    session.execute(update(SmsOutbox).where(SmsOutbox.to_number == number,
+                                            SmsOutbox.state == "pending")
+                    .values(state="canceled", last_error="opted out"))
+    log.info("survey opt-out: %s sent %r (message %s)", number, (body or "")[:40], message_sid)
+    return True
+
+
+def handle_sms(session: Session, config: LineConfig, from_number: str, body: str,
+               message_sid: str, now: datetime) -> SmsReply:
+    """Handle an incoming SMS from ``from_number``: STOP opts out; a score 0–10 answers the
+    number's latest survey SMS (once: by MessageSid and by call) within
+    ``surveys.reply_window_hours`` of sending; anything else gets one clarifying reply per
+    survey. Messages from opted-out numbers are ignored (no answer)."""
+    number = normalise_number(from_number) or (from_number or "")[:32]
+    survey = config.surveys
+    invitation = session.scalar(
+        select(SurveyInvitation).where(SurveyInvitation.channel == "sms",
+                                       SurveyInvitation.caller_key == number,
+                                       SurveyInvitation.state.in_(("queued", "sent", "unknown",
+                                                                   "answered")))
+        .order_by(SurveyInvitation.created_at.desc(), SurveyInvitation.id.desc()).limit(1))
+    language = invitation.language if invitation is not None else config.default_language
+
+    def text(kind: str) -> str | None:
+        texts = survey.sms_texts.get(kind, {})
+        return texts.get(language) or texts.get(config.default_language)
+
+    if is_stop(body):
+        if not opt_out(session, number, now, message_sid=message_sid, body=body):
+            return SmsReply("opted_out")
+        return SmsReply("stop", text("stopped") if survey.stop_confirmation == "service" else None)
+    if session.scalar(select(SurveyOptOut.id).where(SurveyOptOut.number == number)) is not None:
+        log.info("survey SMS from opted-out %s ignored", number)
+        return SmsReply("opted_out")
+    if message_sid and session.scalar(select(SurveyResponse.id).where(
+            SurveyResponse.message_sid == message_sid[:64])) is not None:
+        return SmsReply("duplicate")
+    if invitation is None or invitation.state == "answered":
+        return SmsReply("ignored")
+    sent_at = invitation.sent_at or invitation.created_at
+    if now - sent_at > timedelta(hours=survey.reply_window_hours):
+        log.info("survey reply from %s %s after the SMS: not counted", number, now - sent_at)
+        return SmsReply("late")
+    score = parse_sms_score(body)
+    if score is None:
+        if invitation.clarified_at is not None:
+            return SmsReply("ignored")
+        invitation.clarified_at = now
+        return SmsReply("clarify", text("clarify"))
+    if store_score(session, invitation, score, now, message_sid=message_sid[:64] or None) is None:
+        return SmsReply("duplicate")
+    return SmsReply("stored", text("thanks"))
