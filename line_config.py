@@ -308,6 +308,8 @@ class EscalationConfig(_Strict):
 
 SURVEY_PROMPTS = ("survey_question", "survey_resolved", "survey_thanks")
 SURVEY_SMS_TEXTS = ("question", "clarify", "thanks", "stopped")
+# survey_sms_outbox.body is VARCHAR(640) (at most 10 concatenated GSM-7 segments).
+SURVEY_SMS_MAX_CHARS = 640
 
 
 class SurveyConfig(_Strict):
@@ -341,6 +343,15 @@ class SurveyConfig(_Strict):
     @classmethod
     def _e164(cls, value: str) -> str:
         return e164(value)
+
+    @field_validator("sms_texts")
+    @classmethod
+    def _sms_length(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for code, text in (value.get("question") or {}).items():
+            if len(text) > SURVEY_SMS_MAX_CHARS:
+                raise ValueError(f"question.{code} is {len(text)} characters; a survey SMS is "
+                                 f"at most {SURVEY_SMS_MAX_CHARS}")
+        return value
 
 
 REQUIRED_PROMPTS = (

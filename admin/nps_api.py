@@ -13,6 +13,24 @@ from reporting.nps_report import LOW_SCORE_MAX, NPS_DIMENSIONS, low_scores, nps_
 
 bp = Blueprint("nps_api", __name__, url_prefix="/api")
 READ_ROLES = ("admin", "supervisor", "qa", "reporting")
+MAX_PAGE = 1_000_000
+MAX_FILTER_LENGTH = 64
+
+
+def _filters() -> tuple[tuple[str, str], ...]:
+    """The ``queue``/``agent``/``language``/``channel`` filters; BadRequest for a value over
+    64 characters or with a control character (PostgreSQL refuses NUL in text)."""
+    filters = []
+    for dim in NPS_DIMENSIONS:
+        value = request.args.get(dim)
+        if not value:
+            continue
+        if len(value) > MAX_FILTER_LENGTH or any(ord(ch) < 32 or 127 <= ord(ch) < 160
+                                                 for ch in value):
+            raise BadRequest(f"'{dim}' must be at most {MAX_FILTER_LENGTH} characters without "
+                             "control characters")
+        filters.append((dim, value))
+    return tuple(filters)
 
 
 @bp.get("/reports/nps")
@@ -24,7 +42,7 @@ def get_nps():
     bad parameter. Body: see :meth:`reporting.nps_report.NpsReport.as_dict`."""
     try:
         by = tuple(p.strip() for p in request.args.get("by", "").split(",") if p.strip())
-        filters = tuple((d, request.args[d]) for d in NPS_DIMENSIONS if request.args.get(d))
+        filters = _filters()
         report = nps_report(get_read_session(), _date("from"), _date("to"),
                             tz_name=request.args.get("timezone") or current_app.config["TIMEZONE"],
                             interval=request.args.get("interval") or None, dimensions=by,
@@ -38,11 +56,12 @@ def get_nps():
 @require_roles(*READ_ROLES)
 def get_low_scores():
     """Answers with a score ≤ ``max_score`` (default 6: the detractors) received on local days
-    ``from``..``to``, newest first, each with its call; ``page``/``per_page`` (≤ 500)."""
+    ``from``..``to``, newest first, each with its call; ``page`` (≤ 1,000,000)/``per_page``
+    (≤ 500). 400 names a bad parameter (dates 1900–2999, ``from`` not after ``to``)."""
     try:
         start, end = _date("from"), _date("to")
         max_score = _number("max_score", LOW_SCORE_MAX, int, 0, 10)
-        page = _number("page", 1, int, 1)
+        page = _number("page", 1, int, 1, MAX_PAGE)
         per_page = _number("per_page", 100, int, 1, 500)
         rows = low_scores(get_read_session(), start, end,
                           tz_name=request.args.get("timezone") or current_app.config["TIMEZONE"],

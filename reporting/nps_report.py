@@ -100,6 +100,26 @@ def _counts():
             func.sum(case((SurveyResponse.resolved.is_(True), 1), else_=0)).label("resolved_yes")]
 
 
+# The dates a report may ask for: far enough from date.min/date.max that local midnights
+# (and the day after ``to``) stay representable in UTC, in every database.
+FIRST_DATE, LAST_DATE = date(1900, 1, 1), date(2999, 12, 31)
+
+
+def _check_dates(start: date, end: date) -> None:
+    for name, day in (("from", start), ("to", end)):
+        if not FIRST_DATE <= day <= LAST_DATE:
+            raise ReportError(f"'{name}' must be between {FIRST_DATE} and {LAST_DATE}, got {day}")
+    if end < start:
+        raise ReportError("'from' must not be after 'to'")
+
+
+def _zone(tz_name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(tz_name)
+    except Exception:
+        raise ReportError(f"unknown time zone {tz_name!r}") from None
+
+
 def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(timezone.utc)
 
@@ -111,11 +131,9 @@ def nps_report(session: Session, start: date, end: date, *, tz_name: str = "Euro
     ``interval`` (day, week, month, quarter; None: the whole range) and ``dimensions``
     (queue, agent, language, channel), with ``filters`` ((dimension, value) pairs). One SQL
     GROUP BY query for the rows and one for the total. Raises ReportError for an unknown
-    interval, dimension or time zone, or a range over 366 days."""
-    try:
-        tz = ZoneInfo(tz_name)
-    except Exception:
-        raise ReportError(f"unknown time zone {tz_name!r}") from None
+    interval, dimension or time zone, a date outside 1900–2999, or a range over 366 days."""
+    tz = _zone(tz_name)
+    _check_dates(start, end)
     if interval is not None and interval not in NPS_INTERVALS:
         raise ReportError(f"unknown interval {interval!r}; use one of {', '.join(NPS_INTERVALS)}")
     for dim in list(dimensions) + [name for name, _ in filters]:
@@ -169,8 +187,10 @@ def low_scores(session: Session, start: date, end: date, *, tz_name: str = "Euro
                max_score: int = LOW_SCORE_MAX, limit: int = 100, offset: int = 0) -> list[dict]:
     """Answers with a score ≤ ``max_score`` received on local days ``start``..``end``, newest
     first, each with its call (CallSid, queue, agent, language, topic, answer time, talk
-    seconds, disposition) for spot checks. No caller numbers."""
-    tz = ZoneInfo(tz_name)
+    seconds, disposition) for spot checks. No caller numbers. Raises ReportError for an
+    unknown time zone, a date outside 1900–2999 or ``start`` after ``end``."""
+    tz = _zone(tz_name)
+    _check_dates(start, end)
     lo, hi = _local_midnight(start, tz), _local_midnight(end + timedelta(days=1), tz)
     query = (select(SurveyResponse, Call, Queue.name.label("queue"), Agent.name.label("agent"))
              .join(Call, Call.id == SurveyResponse.call_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,9 +22,12 @@ log = logging.getLogger(__name__)
 # A reply that is one whole number 0–10, with any whitespace or punctuation around it
 # ("  9!", "10.", "(7)"), but not a negative or a decimal ("-5", "9.5").
 _SCORE_RE = re.compile(r"^[\s!-,./:-@\[-`{-~«»„“”‚‘’…–—]*?([0-9]{1,2})[\s!-/:-@\[-`{-~«»„“”‚‘’…–—]*$")
-# Opt-out keywords (Twilio's standard set, plus the Estonian spelling), as the whole message.
-STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "STOPP"})
-_PUNCT = " \t\r\n!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~«»„“”‚‘’…–—"
+# Opt-out keywords, as the whole message: Twilio's standard set, Estonian (STOPP, LOPETA) and
+# Russian (СТОП, СТОПП, ОТПИСАТЬСЯ, ОТПИСКА), compared in upper case after normalise_text.
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "STOPP",
+                        "LOPETA", "СТОП", "СТОПП", "ОТПИСАТЬСЯ", "ОТПИСКА"})
+# Anything but letters and digits around a keyword (punctuation, symbols, emoji, spaces).
+_EDGES_RE = re.compile(r"^[\W_]+|[\W_]+$")
 
 # Spoken scores the IVR accepts (speech recognition gives words or digits).
 SPOKEN_SCORES = {
@@ -34,6 +38,33 @@ SPOKEN_SCORES = {
            "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10},
 }
 SPOKEN_YES_NO = {"ru": {"да": True, "нет": False}, "en": {"yes": True, "no": False}}
+# Words that make a phrase a number outside 0–10 (or not a whole number): a phrase with one
+# of them is asked again, never read as the 0–10 word beside it ("one hundred", "minus five",
+# "twenty five", "five point five"). Russian stems match any ending (сто, ста, тысяча, тысячи…).
+_OUT_OF_RANGE_WORDS = frozenset({
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "nineteen", "twenty", "thirty", "forty", "fourty", "fifty", "sixty", "seventy", "eighty",
+    "ninety", "hundred", "hundreds", "thousand", "thousands", "million", "millions", "billion",
+    "minus", "negative", "point", "half", "percent", "per",
+    "сто", "ста", "минус", "полтора", "половина", "процент", "процентов", "процента",
+})
+_OUT_OF_RANGE_STEMS = ("одиннадцат", "двенадцат", "тринадцат", "четырнадцат", "пятнадцат",
+                       "шестнадцат", "семнадцат", "восемнадцат", "девятнадцат", "двадцат",
+                       "тридцат", "сорок", "пятьдесят", "шестьдесят", "семьдесят",
+                       "восемьдесят", "девяност", "двест", "трист", "четырест", "пятьсот",
+                       "шестьсот", "семьсот", "восемьсот", "девятьсот", "тысяч", "миллион",
+                       "миллиард", "отрицательн", "целых", "запят", "десятых")
+# A minus sign before a number ("-5", "− 5") or a decimal ("5.5", "7,5").
+_NEGATIVE_OR_DECIMAL_RE = re.compile(r"[-−–—]\s*\d|\d\s*[.,]\s*\d")
+
+
+def normalise_text(text: str | None) -> str:
+    """An incoming text as the parsers read it: NFKC (full-width digits and letters, Unicode
+    spaces such as NBSP become plain ones), format characters (category Cf: zero-width spaces,
+    joiners, direction marks, BOM) removed, and surrounding whitespace stripped."""
+    text = unicodedata.normalize("NFKC", text or "")
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return text.strip()
 
 
 def parse_sms_score(body: str) -> int | None:
@@ -42,13 +73,14 @@ def parse_sms_score(body: str) -> int | None:
     >>> [parse_sms_score(b) for b in ("  9!", "10.", "0", "11", "-5", "9.5", "ten")]
     [9, 10, 0, None, None, None, None]
     """
-    match = _SCORE_RE.match(body or "")
+    body = normalise_text(body)
+    match = _SCORE_RE.match(body)
     if match is None:
         return None
-    head = (body or "")[:match.start(1)].rstrip()
+    head = body[:match.start(1)].rstrip()
     if head.endswith(("-", "−", "–")):  # a minus sign: "-5" is not 5
         return None
-    tail = (body or "")[match.end(1):]
+    tail = body[match.end(1):]
     if tail[:1] in (".", ",") and tail[1:2].isdigit():
         return None
     value = int(match.group(1))
@@ -56,9 +88,13 @@ def parse_sms_score(body: str) -> int | None:
 
 
 def is_stop(body: str) -> bool:
-    """True if the message is an opt-out keyword (STOP in any letter case, punctuation around
-    it ignored)."""
-    return (body or "").strip(_PUNCT).upper() in STOP_WORDS
+    """True if the message is an opt-out keyword (STOP, СТОП, … in any letter case, after
+    :func:`normalise_text`, punctuation and symbols around it ignored).
+
+    >>> [is_stop(b) for b in ("stop!", "СТОП", "STOP\u00a0", "\u200bSTOP", "stop it")]
+    [True, True, True, True, False]
+    """
+    return _EDGES_RE.sub("", normalise_text(body)).upper() in STOP_WORDS
 
 
 def parse_keypad_score(digits: str | None) -> int | None:
@@ -73,8 +109,19 @@ def parse_keypad_score(digits: str | None) -> int | None:
 
 
 def parse_spoken_score(phrase: str | None, language: str) -> int | None:
-    """The score in a recognised phrase ("ten", "десять", "7"); None unless exactly one."""
-    words = re.findall(r"\w+", (phrase or "").lower())
+    """The score in a recognised phrase ("ten", "десять", "7"); None unless exactly one, and
+    None for a phrase naming a number outside 0–10 or not whole ("one hundred percent",
+    "minus five", "twenty five", "-5", "5.5"): asked again.
+
+    >>> [parse_spoken_score(p, "en") for p in ("ten", "a hundred and one", "minus five")]
+    [10, None, None]
+    """
+    phrase = normalise_text(phrase).lower()
+    if _NEGATIVE_OR_DECIMAL_RE.search(phrase):
+        return None
+    words = re.findall(r"\w+", phrase)
+    if any(w in _OUT_OF_RANGE_WORDS or w.startswith(_OUT_OF_RANGE_STEMS) for w in words):
+        return None
     found = set()
     for word in words:
         if word.isdigit() and word.isascii():
@@ -115,6 +162,20 @@ def store_score(session: Session, invitation: SurveyInvitation, score: int, now:
     except IntegrityError:
         return None
     invitation.state, invitation.answered_at = "answered", now
+    # The call is answered: a survey SMS of the call not yet sent is not sent any more.
+    pending = select(SmsOutbox.invitation_id).join(
+        SurveyInvitation, SurveyInvitation.id == SmsOutbox.invitation_id).where(
+        SurveyInvitation.call_id == invitation.call_id, SmsOutbox.state == "pending")
+    canceled = list(session.scalars(pending))
+    if canceled:
+        session.execute(update(SmsOutbox).where(SmsOutbox.invitation_id.in_(canceled),
+                                                SmsOutbox.state == "pending")
+                        .values(state="canceled", last_error="call already answered"),
+                        execution_options={"synchronize_session": False})
+        session.execute(update(SurveyInvitation).where(SurveyInvitation.id.in_(canceled),
+                                                       SurveyInvitation.state == "queued")
+                        .values(state="skipped", reason="answered"),
+                        execution_options={"synchronize_session": False})
     return response
 
 
@@ -147,9 +208,21 @@ def opt_out(session: Session, number: str, now: datetime, *, message_sid: str | 
             session.flush()
     except IntegrityError:
         return False
-    session.execute(update(SmsOutbox).where(SmsOutbox.to_number == number,
-                                            SmsOutbox.state == "pending")
-                    .values(state="canceled", last_error="opted out"))
+    # Unsent messages, including one a worker has claimed (``sending``: alive, it re-checks
+    # before calling the provider; dead, the row is not claimed again). Their invitations
+    # become skipped (opted_out).
+    unsent = list(session.scalars(select(SmsOutbox.invitation_id).where(
+        SmsOutbox.to_number == number, SmsOutbox.state.in_(("pending", "sending")))))
+    if unsent:
+        session.execute(update(SmsOutbox).where(SmsOutbox.invitation_id.in_(unsent),
+                                                SmsOutbox.state.in_(("pending", "sending")))
+                        .values(state="canceled", lease_until=None, claim_token=None,
+                                last_error="opted out"),
+                        execution_options={"synchronize_session": False})
+        session.execute(update(SurveyInvitation).where(SurveyInvitation.id.in_(unsent),
+                                                       SurveyInvitation.state == "queued")
+                        .values(state="skipped", reason="opted_out"),
+                        execution_options={"synchronize_session": False})
     log.info("survey opt-out: %s sent %r (message %s)", number, (body or "")[:40], message_sid)
     return True
 
@@ -162,13 +235,19 @@ def handle_sms(session: Session, config: LineConfig, from_number: str, body: str
     survey. Messages from opted-out numbers are ignored (no answer)."""
     number = normalise_number(from_number) or (from_number or "")[:32]
     survey = config.surveys
-    invitation = session.scalar(
-        select(SurveyInvitation).where(SurveyInvitation.channel == "sms",
-                                       SurveyInvitation.caller_key == number,
-                                       SurveyInvitation.state.in_(("queued", "sent", "unknown",
-                                                                   "answered")))
-        .order_by(SurveyInvitation.created_at.desc(), SurveyInvitation.id.desc()).limit(1))
-    language = invitation.language if invitation is not None else config.default_language
+
+    def latest(states: tuple[str, ...]) -> SurveyInvitation | None:
+        return session.scalar(
+            select(SurveyInvitation).where(SurveyInvitation.channel == "sms",
+                                           SurveyInvitation.caller_key == number,
+                                           SurveyInvitation.state.in_(states))
+            .order_by(SurveyInvitation.created_at.desc(), SurveyInvitation.id.desc()).limit(1))
+
+    # Only a question that was sent (or may have been: unknown) can be answered; a ``queued``
+    # one (not sent yet, e.g. the provider refused the first try) gives only the language.
+    invitation = latest(("sent", "unknown", "answered"))
+    newest = latest(("queued", "sent", "unknown", "answered"))
+    language = newest.language if newest is not None else config.default_language
 
     def text(kind: str) -> str | None:
         texts = survey.sms_texts.get(kind, {})

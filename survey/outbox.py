@@ -22,6 +22,10 @@ Guarantees (several workers, on PostgreSQL or SQLite):
   (``/twilio/sms/status?key=<idempotency_key>``, which the provider posts within seconds)
   marked it sent first. The lease (default 120 s) is that grace period. At most two copies
   can reach a caller, and only when both the commit and the status callback were lost.
+* **Never to an opted-out number.** The claim UPDATEs require that the number is not in
+  ``survey_opt_outs`` (a due message to such a number is ``canceled``), and the worker checks
+  again after its claim, just before calling the provider; ``opt_out`` cancels ``pending`` and
+  ``sending`` rows. Only a STOP committed while the provider call is in flight is too late.
 """
 from __future__ import annotations
 
@@ -31,10 +35,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from survey.models import SmsOutbox, SurveyInvitation
+from survey.models import SmsOutbox, SurveyInvitation, SurveyOptOut
 from telephony.client import TelephonyClient, TelephonyError
 
 log = logging.getLogger(__name__)
@@ -61,22 +65,48 @@ def _due(now: datetime):
                and_(SmsOutbox.state == "sending", SmsOutbox.lease_until <= now))
 
 
+def _opted_out():
+    """The message's number sent STOP (a correlated EXISTS on survey_opt_outs)."""
+    return exists().where(SurveyOptOut.number == SmsOutbox.to_number)
+
+
+def _cancel_opted_out(session: Session, condition) -> int:
+    """Cancel the messages matching ``condition`` whose number opted out, and mark their
+    invitations ``skipped`` (``opted_out``). Returns how many messages were canceled."""
+    ids = list(session.scalars(update(SmsOutbox).where(condition, _opted_out())
+                               .values(state="canceled", lease_until=None, claim_token=None,
+                                       last_error="opted out")
+                               .returning(SmsOutbox.invitation_id)))
+    if ids:
+        session.execute(update(SurveyInvitation).where(
+            SurveyInvitation.id.in_(ids), SurveyInvitation.state == "queued")
+            .values(state="skipped", reason="opted_out"))
+    return len(ids)
+
+
 def claim(session: Session, outbox_id: int, now: datetime, lease_seconds: float) -> str | None:
     """Claim message ``outbox_id`` for ``lease_seconds`` from ``now``; return the claim token,
-    or None if another worker holds it, it is not due, or it is finished. A second lost claim
-    turns the row ``unknown`` (returns None). Flushes; the caller commits at once."""
+    or None if another worker holds it, it is not due, or it is finished. A message to a number
+    that opted out is never claimed: a due one is ``canceled`` (returns None). A second lost
+    claim turns the row ``unknown`` (returns None). Flushes; the caller commits at once."""
+    if _cancel_opted_out(session, and_(SmsOutbox.id == outbox_id, _due(now))):
+        log.info("survey SMS %s canceled: the number opted out", outbox_id)
+        return None
     token = secrets.token_hex(8)
     lease = now + timedelta(seconds=lease_seconds)
     values = dict(state="sending", lease_until=lease, claim_token=token,
                   attempts=SmsOutbox.attempts + 1)
+    # ~_opted_out() in the claim itself: a STOP committed after the cancel above (or one
+    # that raced plan_sms, whose message opt_out could not see yet) still stops the claim.
     fresh = session.execute(update(SmsOutbox).where(
         SmsOutbox.id == outbox_id, SmsOutbox.state == "pending",
-        SmsOutbox.next_attempt_at <= now).values(**values)).rowcount
+        SmsOutbox.next_attempt_at <= now, ~_opted_out()).values(**values)).rowcount
     if fresh == 1:
         return token
     lost = session.execute(update(SmsOutbox).where(
         SmsOutbox.id == outbox_id, SmsOutbox.state == "sending", SmsOutbox.lease_until <= now,
-        SmsOutbox.lost_claims < 1).values(lost_claims=SmsOutbox.lost_claims + 1, **values)).rowcount
+        SmsOutbox.lost_claims < 1, ~_opted_out())
+        .values(lost_claims=SmsOutbox.lost_claims + 1, **values)).rowcount
     if lost == 1:
         log.warning("survey SMS %s: the previous claim ended without an outcome; sending once more",
                     outbox_id)
@@ -154,8 +184,19 @@ def send_due(session: Session, client: TelephonyClient, clock: Callable[[], date
                 report.unknown.append(outbox_id)
             session.commit()
             continue
+        # The number may have sent STOP since the claim (opt_out cancels ``sending`` rows
+        # too): re-checked just before the provider is called.
+        if _cancel_opted_out(session, and_(SmsOutbox.id == outbox_id,
+                                           SmsOutbox.claim_token == token,
+                                           SmsOutbox.state == "sending")):
+            session.commit()
+            log.info("survey SMS %s canceled before sending: the number opted out", outbox_id)
+            continue
         row = session.get(SmsOutbox, outbox_id)
         session.refresh(row)
+        if row.state != "sending" or row.claim_token != token:  # canceled by opt_out meanwhile
+            session.commit()
+            continue
         to, from_, body, key = row.to_number, row.from_number, row.body, row.idempotency_key
         session.commit()
         try:
@@ -171,7 +212,12 @@ def send_due(session: Session, client: TelephonyClient, clock: Callable[[], date
             report.sent.append(outbox_id)
         else:
             report.fenced.append(outbox_id)
-            log.error("survey SMS %s was sent (%s) after another worker took it over", outbox_id, sid)
+            if session.scalar(select(SmsOutbox.state).where(SmsOutbox.id == outbox_id)) == "canceled":
+                log.error("survey SMS %s was sent (%s) as the number opted out (STOP arrived "
+                          "during the send)", outbox_id, sid)
+            else:
+                log.error("survey SMS %s was sent (%s) after another worker took it over",
+                          outbox_id, sid)
         session.commit()
     return report
 
