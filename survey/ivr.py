@@ -46,34 +46,37 @@ def _gather(response: VoiceResponse, config: LineConfig, language: str, action: 
     return response.gather(**kwargs)
 
 
-def question_twiml(config: LineConfig, language: str, attempt: int, *,
-                   lead: tuple[str, ...] = ()) -> VoiceResponse:
-    """The recommendation question in ``language`` (a Gather, then its fallback Redirect)."""
+def _ask(config: LineConfig, language: str, lead: tuple[str, ...], *, endpoint: str,
+         attempt: int, num_digits: int, finish_on_key: str, hints: list[str],
+         prompt: str) -> VoiceResponse:
+    """One survey question: the ``lead`` prompts, a Gather posting to ``endpoint`` that asks
+    ``prompt``, then the fallback Redirect to the same action (no input)."""
     prompts = _prompts(config, slow=bool(lead))
     response = VoiceResponse()
     for key in lead:
         prompts.add(response, key, language)
-    action = external_url("survey_voice.score", attempt=attempt)
-    gather = _gather(response, config, language, action, num_digits=2, finish_on_key="#",
-                     hints=list(SPOKEN_SCORES.get(language, {})))
-    prompts.add(gather, "survey_question", language)
+    action = external_url(endpoint, attempt=attempt)
+    gather = _gather(response, config, language, action, num_digits=num_digits,
+                     finish_on_key=finish_on_key, hints=hints)
+    prompts.add(gather, prompt, language)
     response.redirect(action, method="POST")
     return response
+
+
+def question_twiml(config: LineConfig, language: str, attempt: int, *,
+                   lead: tuple[str, ...] = ()) -> VoiceResponse:
+    """The recommendation question in ``language`` (a Gather, then its fallback Redirect)."""
+    return _ask(config, language, lead, endpoint="survey_voice.score", attempt=attempt,
+                num_digits=2, finish_on_key="#", hints=list(SPOKEN_SCORES.get(language, {})),
+                prompt="survey_question")
 
 
 def resolved_twiml(config: LineConfig, language: str, attempt: int, *,
                    lead: tuple[str, ...] = ()) -> VoiceResponse:
     """"Was your question resolved?" (1 yes, 2 no; a Gather, then its fallback Redirect)."""
-    prompts = _prompts(config, slow=bool(lead))
-    response = VoiceResponse()
-    for key in lead:
-        prompts.add(response, key, language)
-    action = external_url("survey_voice.resolved", attempt=attempt)
-    gather = _gather(response, config, language, action, num_digits=1, finish_on_key="",
-                     hints=list(SPOKEN_YES_NO.get(language, {})))
-    prompts.add(gather, "survey_resolved", language)
-    response.redirect(action, method="POST")
-    return response
+    return _ask(config, language, lead, endpoint="survey_voice.resolved", attempt=attempt,
+                num_digits=1, finish_on_key="", hints=list(SPOKEN_YES_NO.get(language, {})),
+                prompt="survey_resolved")
 
 
 def _goodbye(config: LineConfig, language: str, *, thanks: bool = True) -> VoiceResponse:
