@@ -445,6 +445,8 @@ def test_the_database_refuses_to_change_the_deletion_log(logged):
     with logged.extensions["db_sessionmaker"]() as s:
         statements = ["UPDATE recording_deletions SET reason = 'x' WHERE seq = 2",
                       "DELETE FROM recording_deletions WHERE seq = 2"]
+        if s.get_bind().dialect.name == "postgresql":
+            statements.append("TRUNCATE recording_deletions")   # fires no row trigger
         if s.get_bind().dialect.name == "sqlite":
             # REPLACE deletes the old row first: the delete trigger must see it.
             statements.append(
