@@ -24,7 +24,7 @@ from ivr.audio import TtsUnavailable, render
 from ivr.calls import close_stale, fill_next_offers
 from line_config import LineConfigError, current_line_config, parse_line_config
 from reporting import call_log
-from reporting.aggregate import DIMENSIONS, ReportError
+from reporting.aggregate import ReportError, parse_filters
 from routing.agents import find_agent
 
 config_cli = AppGroup("config", help="Line configuration (menus, queues, agents, units, hours).")
@@ -222,18 +222,15 @@ def calls_export(start: str, end: str, tz_name: str | None, filters: tuple[str, 
         first, last = date.fromisoformat(start), date.fromisoformat(end)
     except ValueError as exc:
         raise click.BadParameter(f"dates are YYYY-MM-DD ({exc})") from None
-    pairs = []
-    for item in filters:
-        name, sep, value = item.partition("=")
-        if not sep or name not in DIMENSIONS or not value:
-            raise click.BadParameter(f"{item!r}: use DIMENSION=VALUE with one of {', '.join(DIMENSIONS)}",
-                                     param_hint="'--filter'")
-        pairs.append((name, value))
+    try:
+        pairs = parse_filters(filters)
+    except ReportError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--filter'") from None
     key = current_app.config["REPORT_PSEUDONYM_KEY"]
     if not numbers and not key:
         raise click.UsageError("set REPORT_PSEUDONYM_KEY to pseudonymise callers, or pass --numbers")
     query = call_log.CallLogQuery(first, last, timezone=tz_name or current_app.config["TIMEZONE"],
-                                  filters=tuple(pairs))
+                                  filters=pairs)
     session = get_read_session()
     try:
         total = call_log.count(session, query)

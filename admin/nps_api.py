@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from admin.auth import require_roles
-from admin.reports_api import BadRequest, _bad, _date, _number
+from admin.reports_api import BadRequest, _bad, _date, _number, dimension_filters
 from db import get_read_session
 from reporting.aggregate import ReportError
 from reporting.nps_report import LOW_SCORE_MAX, NPS_DIMENSIONS, low_scores, nps_report
@@ -14,23 +14,12 @@ from reporting.nps_report import LOW_SCORE_MAX, NPS_DIMENSIONS, low_scores, nps_
 bp = Blueprint("nps_api", __name__, url_prefix="/api")
 READ_ROLES = ("admin", "supervisor", "qa", "reporting")
 MAX_PAGE = 1_000_000
-MAX_FILTER_LENGTH = 64
 
 
 def _filters() -> tuple[tuple[str, str], ...]:
-    """The ``queue``/``agent``/``language``/``channel`` filters; BadRequest for a value over
-    64 characters or with a control character (PostgreSQL refuses NUL in text)."""
-    filters = []
-    for dim in NPS_DIMENSIONS:
-        value = request.args.get(dim)
-        if not value:
-            continue
-        if len(value) > MAX_FILTER_LENGTH or any(ord(ch) < 32 or 127 <= ord(ch) < 160
-                                                 for ch in value):
-            raise BadRequest(f"'{dim}' must be at most {MAX_FILTER_LENGTH} characters without "
-                             "control characters")
-        filters.append((dim, value))
-    return tuple(filters)
+    """The ``queue``/``agent``/``language``/``channel`` filters (see
+    :func:`admin.reports_api.dimension_filters`)."""
+    return dimension_filters(NPS_DIMENSIONS)
 
 
 @bp.get("/reports/nps")

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from admin.auth import require_roles
 from db import get_read_session
 from reporting import call_log
-from reporting.aggregate import DIMENSIONS, ReportError, ReportSpec, report_as_dict, run_report
+from reporting.aggregate import (DIMENSIONS, ReportError, ReportSpec, parse_fcr_windows,
+                                 report_as_dict, run_report)
 
 bp = Blueprint("reports_api", __name__, url_prefix="/api")
 READ_ROLES = ("admin", "supervisor", "qa", "reporting")
@@ -53,16 +54,36 @@ def _number(name: str, default, kind=float, low=0, high=None):
     return value
 
 
+MAX_FILTER_LENGTH = 64
+
+
+def dimension_filters(dimensions) -> tuple[tuple[str, str], ...]:
+    """The query parameters named by ``dimensions`` that are set, as (name, value) pairs.
+    BadRequest for a value over 64 characters or with a control character (PostgreSQL
+    refuses NUL in text)."""
+    filters = []
+    for dim in dimensions:
+        value = request.args.get(dim)
+        if not value:
+            continue
+        if len(value) > MAX_FILTER_LENGTH or any(ord(ch) < 32 or 127 <= ord(ch) < 160
+                                                 for ch in value):
+            raise BadRequest(f"'{dim}' must be at most {MAX_FILTER_LENGTH} characters without "
+                             "control characters")
+        filters.append((dim, value))
+    return tuple(filters)
+
+
 def _filters() -> tuple[tuple[str, str], ...]:
-    return tuple((dim, request.args[dim]) for dim in DIMENSIONS if request.args.get(dim))
+    return dimension_filters(DIMENSIONS)
 
 
 def _windows() -> tuple[int, ...]:
     raw = request.args.get("fcr_window") or current_app.config["REPORT_FCR_WINDOWS"]
     try:
-        return tuple(sorted({int(p) for p in raw.split(",") if p.strip()}))
-    except ValueError:
-        raise BadRequest(f"'fcr_window' must be days such as 1,7, got {raw!r}") from None
+        return parse_fcr_windows(raw)
+    except ReportError as exc:
+        raise BadRequest(f"'fcr_window': {exc}") from None
 
 
 def _source() -> str | None:

@@ -91,26 +91,30 @@ _UNLINK_REPEAT = text(f"""
 
 # Recompute next_offer_at wherever it differs from the caller's actual next offer (after an
 # import, which may bring calls older than or between those already logged, or a migration).
-FILL_NEXT_OFFER = f"""
+# {since} is empty, or a lower bound on the calls' queue entry (later offers are all after it,
+# so limiting both the calls and their candidates changes nothing for the calls it keeps).
+_FILL_SQLITE = f"""
     UPDATE calls SET next_offer_at = {_NEXT_AFTER}
-    WHERE caller_key IS NOT NULL AND queue_entered_at IS NOT NULL AND source <> 'callback'
-      AND next_offer_at IS NOT {_NEXT_AFTER}
+    WHERE caller_key IS NOT NULL AND queue_entered_at IS NOT NULL{{since}}
+      AND source <> 'callback' AND next_offer_at IS NOT {_NEXT_AFTER}
 """
-
 # The same on PostgreSQL in one pass: a window over each caller's offers instead of a probe
 # per call (10 million calls: one sort instead of 10 million index look-ups). The frame is the
 # following offers without the current instant's peers: the next *later* offer.
-FILL_NEXT_OFFER_POSTGRESQL = """
+_FILL_POSTGRESQL = """
     UPDATE calls SET next_offer_at = later.next_offer_at
     FROM (SELECT id, MIN(queue_entered_at) OVER (
                      PARTITION BY caller_key ORDER BY queue_entered_at
                      RANGE BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING EXCLUDE GROUP
                  ) AS next_offer_at
           FROM calls
-          WHERE caller_key IS NOT NULL AND queue_entered_at IS NOT NULL
+          WHERE caller_key IS NOT NULL AND queue_entered_at IS NOT NULL{since}
             AND source <> 'callback') AS later
     WHERE calls.id = later.id AND calls.next_offer_at IS DISTINCT FROM later.next_offer_at
 """
+_SINCE = " AND queue_entered_at >= :since"
+FILL_NEXT_OFFER = _FILL_SQLITE.format(since="")
+FILL_NEXT_OFFER_POSTGRESQL = _FILL_POSTGRESQL.format(since="")
 
 
 def link_repeat_contact(session: Session, call: Call) -> None:
@@ -139,16 +143,12 @@ def fill_next_offers(session: Session, since: datetime | None = None) -> int:
     relink``): two offers of one number racing on two lines can each commit without seeing
     the other, which leaves the earlier one unlinked until then.
     """
-    statement = (FILL_NEXT_OFFER_POSTGRESQL if session.get_bind().dialect.name == "postgresql"
-                 else FILL_NEXT_OFFER)
+    template = (_FILL_POSTGRESQL if session.get_bind().dialect.name == "postgresql"
+                else _FILL_SQLITE)
     if since is None:
-        return session.execute(text(statement)).rowcount or 0
-    # Later offers are all after ``since``, so limiting both the calls and their candidates
-    # to it changes nothing for the calls it keeps.
-    limited = statement.replace("queue_entered_at IS NOT NULL",
-                                "queue_entered_at IS NOT NULL AND queue_entered_at >= :since")
-    return session.execute(text(limited).bindparams(bindparam("since", type_=UTCDateTime)),
-                           {"since": since}).rowcount or 0
+        return session.execute(text(template.format(since=""))).rowcount or 0
+    statement = text(template.format(since=_SINCE)).bindparams(bindparam("since", type_=UTCDateTime))
+    return session.execute(statement, {"since": since}).rowcount or 0
 
 
 def enter_queue(session: Session, call: Call, queue: Queue, now: datetime, *,

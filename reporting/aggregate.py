@@ -105,10 +105,15 @@ class _SecondsBetween(FunctionElement):
     inherit_cache = True
 
 
+def _sqlite_difference(element, compiler, **kw) -> str:
+    """``a − b`` in seconds for the two columns of ``element`` (SQLite)."""
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"ROUND({_sqlite_seconds(a)} - {_sqlite_seconds(b)}, 6)"
+
+
 @compiles(_SecondsBetween)
 def _between_sqlite(element, compiler, **kw):
-    a, b = (compiler.process(c, **kw) for c in element.clauses)
-    return f"MAX(ROUND({_sqlite_seconds(a)} - {_sqlite_seconds(b)}, 6), 0.0)"
+    return f"MAX({_sqlite_difference(element, compiler, **kw)}, 0.0)"
 
 
 @compiles(_SecondsBetween, "postgresql")
@@ -130,8 +135,7 @@ class _Within(FunctionElement):
 
 @compiles(_Within)
 def _within_sqlite(element, compiler, **kw):
-    a, b = (compiler.process(c, **kw) for c in element.clauses)
-    return f"(ROUND({_sqlite_seconds(a)} - {_sqlite_seconds(b)}, 6) <= {element.seconds!r})"
+    return f"({_sqlite_difference(element, compiler, **kw)} <= {element.seconds!r})"
 
 
 @compiles(_Within, "postgresql")
@@ -387,14 +391,45 @@ class AggregateReport:
 
 
 MAX_DAYS = 3660
+MAX_FCR_WINDOW = 366
+
+
+def check_dates(start: date, end: date) -> None:
+    """Raise ReportError unless ``start`` ≤ ``end``, both in 1900–2999 and at most MAX_DAYS
+    apart (the bounds every report, export and API shares)."""
+    if start > end:
+        raise ReportError(f"start {start} is after end {end}")
+    if (end - start).days >= MAX_DAYS or start.year < 1900 or end.year > 2999:
+        raise ReportError(f"report at most {MAX_DAYS} days between 1900 and 2999 at once")
+
+
+def parse_fcr_windows(text: str) -> tuple[int, ...]:
+    """'1,7' → (1, 7): repeat-contact FCR windows in days, 1–366, sorted and distinct.
+    Raises ReportError for anything else."""
+    try:
+        windows = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise ReportError(f"{text!r} is not a list of days such as 1,7") from None
+    if any(not 1 <= w <= MAX_FCR_WINDOW for w in windows):
+        raise ReportError(f"FCR windows are 1 to {MAX_FCR_WINDOW} days")
+    return windows
+
+
+def parse_filters(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """['queue=et.pension', …] → (('queue', 'et.pension'), …). Raises ReportError for an item
+    that is not DIMENSION=VALUE with a known dimension and a value."""
+    out = []
+    for item in items:
+        name, sep, wanted = item.partition("=")
+        if not sep or name not in DIMENSIONS or not wanted:
+            raise ReportError(f"{item!r}: use DIMENSION=VALUE with one of {', '.join(DIMENSIONS)}")
+        out.append((name, wanted))
+    return tuple(out)
 
 
 def validate(spec: ReportSpec) -> ZoneInfo:
     """Check ``spec``; return its time zone. Raises ReportError with a message for a person."""
-    if spec.start > spec.end:
-        raise ReportError(f"start {spec.start} is after end {spec.end}")
-    if (spec.end - spec.start).days >= MAX_DAYS or spec.start.year < 1900 or spec.end.year > 2999:
-        raise ReportError(f"report at most {MAX_DAYS} days between 1900 and 2999 at once")
+    check_dates(spec.start, spec.end)
     if spec.interval not in INTERVALS:
         raise ReportError(f"unknown interval {spec.interval!r}; use one of {', '.join(INTERVALS)}")
     for dim in spec.dimensions + tuple(k for k, _ in spec.filters):
@@ -406,8 +441,8 @@ def validate(spec: ReportSpec) -> ZoneInfo:
         raise ReportError("threshold and short-abandon cut-off are finite numbers of seconds")
     if spec.threshold < 0 or spec.short_abandon < 0:
         raise ReportError("threshold and short-abandon cut-off are seconds ≥ 0")
-    if any(w < 1 or w > 366 for w in spec.fcr_windows):
-        raise ReportError("FCR windows are 1 to 366 days")
+    if any(w < 1 or w > MAX_FCR_WINDOW for w in spec.fcr_windows):
+        raise ReportError(f"FCR windows are 1 to {MAX_FCR_WINDOW} days")
     if spec.source not in (None, "live", "imported", "callback"):
         raise ReportError(f"unknown source {spec.source!r}; use live, imported or callback")
     try:
@@ -449,8 +484,6 @@ def coverage_spans(session: Session, lo: datetime, hi: datetime, now: datetime,
     imported: list[list] = []
     for start, last in rows:
         first = datetime.fromtimestamp(int(start), timezone.utc)
-        last = last if isinstance(last, datetime) else datetime.fromisoformat(str(last))
-        last = last if last.tzinfo else last.replace(tzinfo=timezone.utc)
         if imported and first - imported[-1][1] <= DATA_GAP:
             imported[-1][1] = last
         else:

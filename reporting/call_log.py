@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from ivr.models import Call
 from line_config import normalise_number
-from reporting.aggregate import DIMENSIONS, ReportError
+from reporting.aggregate import DIMENSIONS, ReportError, check_dates
 from routing.models import Agent, Queue
 
 # Roles that may see callers' numbers in the call log; the others get pseudonyms.
@@ -59,11 +59,9 @@ class CallLogQuery:
 
     def utc_bounds(self) -> tuple[datetime, datetime]:
         """The UTC instants of the first local midnight and of the midnight after ``end``.
-        Raises ReportError for an unknown time zone or ``start`` after ``end``."""
-        if self.start > self.end:
-            raise ReportError(f"from {self.start} is after to {self.end}")
-        if self.start.year < 1900 or self.end.year > 2999:
-            raise ReportError("dates are between 1900 and 2999")
+        Raises ReportError for an unknown time zone, ``start`` after ``end``, or dates outside
+        1900–2999 or more than 3,660 days apart."""
+        check_dates(self.start, self.end)
         try:
             tz = ZoneInfo(self.timezone)
         except Exception:

@@ -16,7 +16,8 @@ from flask.cli import with_appcontext
 from db import get_read_session
 from reporting.agents import AgentTime, agent_times
 from reporting.aggregate import (DIMENSIONS, INTERVALS, AggregateReport, Group, ReportError,
-                                 ReportSpec, group_values, report_as_dict, run_report)
+                                 ReportSpec, group_values, parse_fcr_windows, parse_filters,
+                                 report_as_dict, run_report)
 from reporting.aggregate import formula_lines as aggregate_formula_lines
 from reporting.metrics import MetricsAccumulator
 from reporting.report import IN_IVR, Report, build_report
@@ -160,11 +161,9 @@ def _parse_date(ctx, param, value: str | None) -> date | None:
 def _fcr_windows(text: str) -> tuple[int, ...]:
     """'1,7' → (1, 7). Raises click.BadParameter for anything else."""
     try:
-        windows = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a list of days such as 1,7",
-                                 param_hint="'--fcr-window'") from None
-    return windows
+        return parse_fcr_windows(text)
+    except ReportError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--fcr-window'") from None
 
 
 def _dimension_list(ctx, param, value: str | None) -> tuple[str, ...]:
@@ -178,13 +177,10 @@ def _dimension_list(ctx, param, value: str | None) -> tuple[str, ...]:
 
 
 def _filters(ctx, param, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    out = []
-    for item in values:
-        name, sep, wanted = item.partition("=")
-        if not sep or name not in DIMENSIONS or not wanted:
-            raise click.BadParameter(f"{item!r}: use DIMENSION=VALUE with one of {', '.join(DIMENSIONS)}")
-        out.append((name, wanted))
-    return tuple(out)
+    try:
+        return parse_filters(values)
+    except ReportError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("report")

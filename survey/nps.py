@@ -1,8 +1,15 @@
-"""Net Promoter Score arithmetic (the recommendation index, *soovitusindeks*)."""
+"""Net Promoter Score over a list of answers (the recommendation index, *soovitusindeks*).
+
+The classes and the score are :func:`reporting.metrics.nps_class` and
+:func:`reporting.metrics.net_promoter_score`, the same definitions the reports use.
+"""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
+
+from reporting.metrics import net_promoter_score, nps_class
 
 
 @dataclass(frozen=True)
@@ -17,9 +24,7 @@ class NpsResult:
 
     @property
     def score(self) -> float | None:
-        if self.n == 0:
-            return None
-        return 100.0 * (self.promoters - self.detractors) / self.n
+        return net_promoter_score(self.promoters, self.passives, self.detractors)
 
 
 def nps(scores: Iterable[int]) -> NpsResult:
@@ -27,15 +32,6 @@ def nps(scores: Iterable[int]) -> NpsResult:
 
     Raises ValueError for an answer outside 0–10 (0 is valid; 6 is a detractor).
     """
-    promoters = passives = detractors = n = 0
-    for score in scores:
-        if not isinstance(score, int) or not 0 <= score <= 10:
-            raise ValueError(f"an NPS answer is an integer 0–10, not {score!r}")
-        n += 1
-        if score >= 9:
-            promoters += 1
-        elif score >= 7:
-            passives += 1
-        else:
-            detractors += 1
-    return NpsResult(n, promoters, passives, detractors)
+    classes = Counter(nps_class(score) for score in scores)
+    return NpsResult(sum(classes.values()), classes["promoter"], classes["passive"],
+                     classes["detractor"])
