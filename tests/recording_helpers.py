@@ -46,3 +46,24 @@ def post_recording(app, call_sid: str, recording_sid: str, status: str = "comple
                        RecordingChannels="2", RecordingSource="DialVerb",
                        RecordingUrl=f"https://api.twilio.com/2010-04-01/Accounts/AC0/Recordings/{recording_sid}",
                        RecordingStartTime=start)
+
+
+class Killed(BaseException):
+    """A SIGKILL: nothing after it runs."""
+
+
+def deletion_entries(app):
+    """The deletion log's entries, in order."""
+    from recording.models import RecordingDeletion
+    from sqlalchemy import select
+    with app.extensions["db_sessionmaker"]() as s:
+        return s.scalars(select(RecordingDeletion).order_by(RecordingDeletion.seq)).all()
+
+
+def api_token(app, clock, role="qa"):
+    """A fresh API token with ``role``."""
+    from admin.auth import issue_token
+    with app.extensions["db_sessionmaker"]() as s:
+        token = issue_token(s, role, clock())
+        s.commit()
+    return token

@@ -13,7 +13,7 @@ from recording.models import Recording, RecordingDeletion
 from recording.storage import LocalStore
 from telephony.client import FakeTelephonyClient
 from tests.conftest import Caller
-from tests.recording_helpers import KEY_A, KEY_B, SECRET, make_app, post_recording, wav
+from tests.recording_helpers import KEY_A, KEY_B, SECRET, Killed, make_app, post_recording, wav
 
 CALL = "CA" + "1" * 32
 REC = "RE" + "a" * 32
@@ -217,10 +217,6 @@ def test_media_that_does_not_match_the_callback_is_not_stored(rapp, provider, cl
     assert _rows(rapp)[REC].fetch_state == "pending"
     assert LocalStore(store_dir).keys() == []     # verified before anything is stored
     assert provider._recording_state()["deleted"] == []
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: nothing after it in the process runs."""
 
 
 def test_worker_killed_between_download_and_provider_deletion_leaves_one_copy(

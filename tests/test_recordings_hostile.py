@@ -8,33 +8,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from admin.auth import issue_token
 from recording.crypto import Keyring
 from recording.jobs import VerificationError, verify_media, wav_seconds
-from recording.models import RecordingAccess, RecordingDeletion, RecordingPause
+from recording.models import RecordingAccess, RecordingPause
 from recording.storage import LocalStore, StorageError
 from telephony.client import TelephonyError
 from tests.conftest import PG_URL, Caller
-from tests.recording_helpers import KEY_A, KEY_B, make_app, post_recording, wav
+from tests.recording_helpers import (KEY_A, KEY_B, Killed, api_token, deletion_entries, make_app,
+                                     post_recording, wav)
 from tests.test_recordings import CALL, REC, _rows, _run, provider, rapp, store_dir  # noqa: F401
 
 REC2 = "RE" + "b" * 32
 
 
-class Killed(BaseException):
-    """A SIGKILL: nothing after it runs."""
-
-
-def _entries(app):
-    with app.extensions["db_sessionmaker"]() as s:
-        return s.scalars(select(RecordingDeletion).order_by(RecordingDeletion.seq)).all()
-
-
-def _token(app, clock, role="qa"):
-    with app.extensions["db_sessionmaker"]() as s:
-        token = issue_token(s, role, clock())
-        s.commit()
-    return token
+_entries, _token = deletion_entries, api_token
 
 
 def _accesses(app):
